@@ -7,9 +7,10 @@
 //! - [`previews`]: the `x-previews` grammar.
 //! - [`keys`]: storage object keys, content types and cache headers (SPEC §3).
 //! - [`playlist`]: rendering of live, VOD and master playlists.
+//! - [`settings`]: value grammars shared by every binary's configuration (booleans).
 //! - [`control`]: messages between ingest, encoder and coordinator, and the traits each side
 //!   implements (in process in the embedded mode, over HTTP and Redis when distributed).
-#![forbid(clippy::print_stdout, clippy::print_stderr)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod control;
 pub mod ids;
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod playlist;
 pub mod previews;
 pub mod resolution;
+pub mod settings;
 
 pub use ids::{validate_id, IdError, StreamId, DEFAULT_ID_MAX_LENGTH};
 pub use previews::PreviewSpec;

@@ -1,0 +1,332 @@
+//! The coordinator's state, behind one interface: in memory for the embedded mode, in Redis
+//! when distributed. Every operation that must be atomic (channel lock + encoder choice, load
+//! release, event leasing) is one call here, so each backend can make it atomic its own way.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use contract::control::{SourceKind, StreamOptions};
+use contract::StreamId;
+use serde::{Deserialize, Serialize};
+
+use crate::webapp::WebAppEvent;
+
+/// An encoder node and how many streams it may run (-1 = unlimited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncoderNode {
+    pub id: String,
+    pub capacity: i64,
+}
+
+/// An encoder with its current load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncoderStatus {
+    pub id: String,
+    pub capacity: i64,
+    pub load: u64,
+}
+
+impl EncoderStatus {
+    pub fn has_room(&self) -> bool {
+        self.capacity < 0 || (self.load as i64) < self.capacity
+    }
+}
+
+/// A publish server (one per protocol listener of an ingest node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestNode {
+    pub id: String,
+    pub ip: String,
+    pub port: u16,
+    pub ssl: bool,
+    pub server_type: SourceKind,
+}
+
+/// A stream from its accepted publish until its encoder is done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    pub stream_id: StreamId,
+    pub channel: String,
+    pub ingest_id: String,
+    pub encoder_id: String,
+    pub source: SourceKind,
+    pub options: StreamOptions,
+    pub started_at_ms: u64,
+    /// The publisher is still connected (holds the channel).
+    pub publishing: bool,
+}
+
+/// An event waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingEvent {
+    pub event: WebAppEvent,
+    pub attempts: u32,
+    pub queued_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("channel is held by stream {0}")]
+    ChannelBusy(StreamId),
+    #[error("no encoder has free capacity")]
+    NoCapacity,
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    async fn register_encoder(&self, node: EncoderNode) -> Result<(), StateError>;
+    async fn register_ingest(&self, node: IngestNode) -> Result<(), StateError>;
+    async fn encoders(&self) -> Result<Vec<EncoderStatus>, StateError>;
+    async fn ingests(&self) -> Result<Vec<IngestNode>, StateError>;
+
+    /// The stream whose publisher holds `channel`, if any.
+    async fn channel_holder(&self, channel: &str) -> Result<Option<StreamId>, StateError>;
+    /// Atomically: takes the channel, picks the least loaded encoder with room, counts the
+    /// load and stores the stream. `record.encoder_id` is filled in.
+    async fn start_stream(&self, record: StreamRecord) -> Result<StreamRecord, StartError>;
+    /// The publisher left: frees the channel (if that stream holds it).
+    async fn publisher_gone(
+        &self,
+        channel: &str,
+        stream_id: &StreamId,
+    ) -> Result<Option<StreamRecord>, StateError>;
+    /// The stream is over: releases its encoder load and forgets it. Returns it the first time.
+    async fn finish_stream(&self, stream_id: &StreamId)
+        -> Result<Option<StreamRecord>, StateError>;
+    async fn streams(&self) -> Result<Vec<StreamRecord>, StateError>;
+    async fn stream(&self, stream_id: &StreamId) -> Result<Option<StreamRecord>, StateError>;
+
+    /// Appends an event to its stream's queue.
+    async fn push_event(&self, event: WebAppEvent, now_ms: u64) -> Result<(), StateError>;
+    /// The first event of every stream queue that is due, leased until `now_ms + lease_ms` so
+    /// that no other copy delivers it meanwhile.
+    async fn lease_due_events(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<PendingEvent>, StateError>;
+    /// Removes a delivered event (the next of its stream becomes due).
+    async fn event_delivered(&self, event: &WebAppEvent) -> Result<(), StateError>;
+    /// Schedules the next attempt of a failed delivery.
+    async fn event_failed(
+        &self,
+        event: &WebAppEvent,
+        next_attempt_ms: u64,
+    ) -> Result<(), StateError>;
+    /// Number of queued events and the age of the oldest, for metrics.
+    async fn event_backlog(&self, now_ms: u64) -> Result<(usize, u64), StateError>;
+}
+
+#[derive(Debug, Default)]
+struct EventQueue {
+    events: VecDeque<PendingEvent>,
+    next_attempt_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    encoders: BTreeMap<String, EncoderStatus>,
+    ingests: BTreeMap<String, IngestNode>,
+    channels: HashMap<String, StreamId>,
+    streams: BTreeMap<StreamId, StreamRecord>,
+    events: BTreeMap<StreamId, EventQueue>,
+}
+
+/// State in process memory: the embedded mode's backend.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    inner: Mutex<Memory>,
+}
+
+impl MemoryState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than stopping the whole coordinator would.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryState {
+    async fn register_encoder(&self, node: EncoderNode) -> Result<(), StateError> {
+        let mut m = self.lock();
+        let load = m
+            .streams
+            .values()
+            .filter(|s| s.encoder_id == node.id)
+            .count() as u64;
+        m.encoders.insert(
+            node.id.clone(),
+            EncoderStatus {
+                id: node.id,
+                capacity: node.capacity,
+                load,
+            },
+        );
+        Ok(())
+    }
+
+    async fn register_ingest(&self, node: IngestNode) -> Result<(), StateError> {
+        self.lock().ingests.insert(node.id.clone(), node);
+        Ok(())
+    }
+
+    async fn encoders(&self) -> Result<Vec<EncoderStatus>, StateError> {
+        Ok(self.lock().encoders.values().cloned().collect())
+    }
+
+    async fn ingests(&self) -> Result<Vec<IngestNode>, StateError> {
+        Ok(self.lock().ingests.values().cloned().collect())
+    }
+
+    async fn channel_holder(&self, channel: &str) -> Result<Option<StreamId>, StateError> {
+        Ok(self.lock().channels.get(channel).cloned())
+    }
+
+    async fn start_stream(&self, mut record: StreamRecord) -> Result<StreamRecord, StartError> {
+        let mut m = self.lock();
+        if let Some(holder) = m.channels.get(&record.channel) {
+            return Err(StartError::ChannelBusy(holder.clone()));
+        }
+        let encoder = m
+            .encoders
+            .values_mut()
+            .filter(|e| e.has_room())
+            .min_by_key(|e| e.load)
+            .ok_or(StartError::NoCapacity)?;
+        encoder.load += 1;
+        record.encoder_id = encoder.id.clone();
+        record.publishing = true;
+        m.channels
+            .insert(record.channel.clone(), record.stream_id.clone());
+        m.streams.insert(record.stream_id.clone(), record.clone());
+        Ok(record)
+    }
+
+    async fn publisher_gone(
+        &self,
+        channel: &str,
+        stream_id: &StreamId,
+    ) -> Result<Option<StreamRecord>, StateError> {
+        let mut m = self.lock();
+        if m.channels.get(channel) == Some(stream_id) {
+            m.channels.remove(channel);
+        }
+        Ok(m.streams.get_mut(stream_id).map(|s| {
+            s.publishing = false;
+            s.clone()
+        }))
+    }
+
+    async fn finish_stream(
+        &self,
+        stream_id: &StreamId,
+    ) -> Result<Option<StreamRecord>, StateError> {
+        let mut m = self.lock();
+        let Some(record) = m.streams.remove(stream_id) else {
+            return Ok(None);
+        };
+        if m.channels.get(&record.channel) == Some(stream_id) {
+            m.channels.remove(&record.channel);
+        }
+        if let Some(encoder) = m.encoders.get_mut(&record.encoder_id) {
+            encoder.load = encoder.load.saturating_sub(1);
+        }
+        Ok(Some(record))
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamRecord>, StateError> {
+        Ok(self.lock().streams.values().cloned().collect())
+    }
+
+    async fn stream(&self, stream_id: &StreamId) -> Result<Option<StreamRecord>, StateError> {
+        Ok(self.lock().streams.get(stream_id).cloned())
+    }
+
+    async fn push_event(&self, event: WebAppEvent, now_ms: u64) -> Result<(), StateError> {
+        let mut m = self.lock();
+        let queue = m.events.entry(event.stream_id.clone()).or_default();
+        queue.events.push_back(PendingEvent {
+            event,
+            attempts: 0,
+            queued_at_ms: now_ms,
+        });
+        Ok(())
+    }
+
+    async fn lease_due_events(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<PendingEvent>, StateError> {
+        let mut m = self.lock();
+        let mut due = Vec::new();
+        for queue in m.events.values_mut() {
+            if queue.next_attempt_ms <= now_ms {
+                if let Some(head) = queue.events.front_mut() {
+                    head.attempts += 1;
+                    due.push(head.clone());
+                    queue.next_attempt_ms = now_ms + lease_ms;
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    async fn event_delivered(&self, event: &WebAppEvent) -> Result<(), StateError> {
+        let mut m = self.lock();
+        if let Some(queue) = m.events.get_mut(&event.stream_id) {
+            if queue
+                .events
+                .front()
+                .is_some_and(|p| p.event.event_id == event.event_id)
+            {
+                queue.events.pop_front();
+                queue.next_attempt_ms = 0;
+            }
+            if queue.events.is_empty() {
+                m.events.remove(&event.stream_id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn event_failed(
+        &self,
+        event: &WebAppEvent,
+        next_attempt_ms: u64,
+    ) -> Result<(), StateError> {
+        if let Some(queue) = self.lock().events.get_mut(&event.stream_id) {
+            queue.next_attempt_ms = next_attempt_ms;
+        }
+        Ok(())
+    }
+
+    async fn event_backlog(&self, now_ms: u64) -> Result<(usize, u64), StateError> {
+        let m = self.lock();
+        let depth = m.events.values().map(|q| q.events.len()).sum();
+        let oldest = m
+            .events
+            .values()
+            .filter_map(|q| q.events.front())
+            .map(|p| now_ms.saturating_sub(p.queued_at_ms))
+            .max()
+            .unwrap_or(0);
+        Ok((depth, oldest))
+    }
+}
