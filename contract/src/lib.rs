@@ -8,6 +8,7 @@
 //! - [`keys`]: storage object keys, content types and cache headers (SPEC §3).
 //! - [`playlist`]: rendering of live, VOD and master playlists.
 //! - [`settings`]: value grammars shared by every binary's configuration (booleans).
+//! - [`token`]: HS256 JWTs that authenticate internal calls between components.
 //! - [`control`]: messages between ingest, encoder and coordinator, and the traits each side
 //!   implements (in process in the embedded mode, over HTTP and Redis when distributed).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -19,6 +20,7 @@ pub mod playlist;
 pub mod previews;
 pub mod resolution;
 pub mod settings;
+pub mod token;
 
 pub use ids::{validate_id, IdError, StreamId, DEFAULT_ID_MAX_LENGTH};
 pub use previews::PreviewSpec;

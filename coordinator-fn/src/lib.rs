@@ -18,6 +18,7 @@ pub mod bus;
 pub mod commands;
 pub mod config;
 pub mod coordinator;
+pub mod redis_state;
 pub mod state;
 pub mod webapp;
 

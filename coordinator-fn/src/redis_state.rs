@@ -1,0 +1,582 @@
+//! The coordinator's state in Redis (the distributed mode). Every multi-key change is one Lua
+//! script, so any number of coordinator copies can act at once. The key schema is documented in
+//! `doc/protocol.md`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use contract::StreamId;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use crate::state::{
+    EncoderNode, EncoderStatus, IngestNode, PendingEvent, StartError, StateError, StateStore,
+    StreamRecord,
+};
+use crate::webapp::WebAppEvent;
+
+/// Stand-in for the chosen encoder's ID in a stream record, replaced inside the script.
+const ENCODER_PLACEHOLDER: &str = "__ENCODER__";
+
+/// Picks the least loaded live encoder with room (ties: the smallest ID), skipping `skip`.
+const PICK_ENCODER: &str = r#"
+local function pick(p, skip)
+  local best, best_load = nil, nil
+  for _, id in ipairs(redis.call('SMEMBERS', p .. 'encoders')) do
+    local cap = redis.call('GET', p .. 'encoder:' .. id)
+    if cap and id ~= skip then
+      cap = tonumber(cap)
+      local load = redis.call('SCARD', p .. 'encoder:' .. id .. ':streams')
+      if (cap < 0 or load < cap) and (best_load == nil or load < best_load or (load == best_load and id < best)) then
+        best, best_load = id, load
+      end
+    end
+  end
+  return best
+end
+"#;
+
+fn start_script() -> Script {
+    Script::new(&format!(
+        r#"{PICK_ENCODER}
+local p, channel, sid, record = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local holder = redis.call('GET', p .. 'channel:' .. channel)
+if holder then return {{'busy', holder}} end
+local best = pick(p, '')
+if not best then return {{'full', ''}} end
+record = string.gsub(record, '{ENCODER_PLACEHOLDER}', best, 1)
+redis.call('SET', p .. 'channel:' .. channel, sid)
+redis.call('SET', p .. 'stream:' .. sid, record)
+redis.call('SADD', p .. 'streams', sid)
+redis.call('SADD', p .. 'encoder:' .. best .. ':streams', sid)
+return {{'ok', record}}
+"#
+    ))
+}
+
+fn move_script() -> Script {
+    Script::new(&format!(
+        r#"{PICK_ENCODER}
+local p, sid, old = ARGV[1], ARGV[2], ARGV[3]
+local record = redis.call('GET', p .. 'stream:' .. sid)
+if not record then return false end
+local best = pick(p, old)
+if not best then return false end
+record = string.gsub(record, '"encoder_id":"' .. old .. '"', '"encoder_id":"' .. best .. '"', 1)
+redis.call('SET', p .. 'stream:' .. sid, record)
+redis.call('SREM', p .. 'encoder:' .. old .. ':streams', sid)
+redis.call('SADD', p .. 'encoder:' .. best .. ':streams', sid)
+return record
+"#
+    ))
+}
+
+const FINISH: &str = r#"
+local p, sid = ARGV[1], ARGV[2]
+local record = redis.call('GET', p .. 'stream:' .. sid)
+if not record then return false end
+local r = cjson.decode(record)
+redis.call('DEL', p .. 'stream:' .. sid)
+redis.call('SREM', p .. 'streams', sid)
+if redis.call('GET', p .. 'channel:' .. r.channel) == sid then
+  redis.call('DEL', p .. 'channel:' .. r.channel)
+end
+redis.call('SREM', p .. 'encoder:' .. r.encoder_id .. ':streams', sid)
+redis.call('HDEL', p .. 'jobs:' .. r.encoder_id, sid)
+return record
+"#;
+
+const PUBLISHER_GONE: &str = r#"
+local p, channel, sid = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', p .. 'channel:' .. channel) == sid then
+  redis.call('DEL', p .. 'channel:' .. channel)
+end
+local record = redis.call('GET', p .. 'stream:' .. sid)
+if not record then return false end
+record = string.gsub(record, '"publishing":true', '"publishing":false', 1)
+redis.call('SET', p .. 'stream:' .. sid, record)
+return record
+"#;
+
+const LEASE: &str = r#"
+local p, now, lease, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+for _, sid in ipairs(redis.call('ZRANGEBYSCORE', p .. 'events:due', '-inf', now, 'LIMIT', 0, limit)) do
+  local head = redis.call('LINDEX', p .. 'events:' .. sid, 0)
+  if head then
+    redis.call('ZADD', p .. 'events:due', now + lease, sid)
+    local attempts = redis.call('HINCRBY', p .. 'events:attempts', sid, 1)
+    table.insert(out, head)
+    table.insert(out, attempts)
+  else
+    redis.call('ZREM', p .. 'events:due', sid)
+  end
+end
+return out
+"#;
+
+const DELIVERED: &str = r#"
+local p, sid, event_id = ARGV[1], ARGV[2], ARGV[3]
+local head = redis.call('LINDEX', p .. 'events:' .. sid, 0)
+if head and string.find(head, '"event_id":"' .. event_id .. '"', 1, true) then
+  redis.call('LPOP', p .. 'events:' .. sid)
+  redis.call('HDEL', p .. 'events:attempts', sid)
+end
+if redis.call('LLEN', p .. 'events:' .. sid) == 0 then
+  redis.call('ZREM', p .. 'events:due', sid)
+else
+  redis.call('ZADD', p .. 'events:due', 0, sid)
+end
+return 1
+"#;
+
+/// Redis state settings.
+#[derive(Debug, Clone)]
+pub struct RedisStateConfig {
+    /// Prefix of every key (`vs:`), so several deployments can share one Redis.
+    pub prefix: String,
+    /// How long a node stays registered after its last heartbeat.
+    pub node_ttl: Duration,
+}
+
+impl Default for RedisStateConfig {
+    fn default() -> Self {
+        RedisStateConfig {
+            prefix: "vs:".into(),
+            node_ttl: Duration::from_secs(15),
+        }
+    }
+}
+
+/// [`StateStore`] on Redis.
+#[derive(Clone)]
+pub struct RedisState {
+    conn: ConnectionManager,
+    config: RedisStateConfig,
+    start: Script,
+    moved: Script,
+    finish: Script,
+    publisher_gone: Script,
+    lease: Script,
+    delivered: Script,
+}
+
+fn unavailable(err: redis::RedisError) -> StateError {
+    StateError::Unavailable(err.to_string())
+}
+
+fn corrupt(what: &str, err: serde_json::Error) -> StateError {
+    StateError::Unavailable(format!("unreadable {what} in Redis: {err}"))
+}
+
+impl RedisState {
+    /// Connects (with automatic reconnection) to `url` (`redis://` or `rediss://`).
+    pub async fn connect(url: &str, config: RedisStateConfig) -> Result<Self, StateError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(unavailable)?;
+        Ok(RedisState {
+            conn,
+            config,
+            start: start_script(),
+            moved: move_script(),
+            finish: Script::new(FINISH),
+            publisher_gone: Script::new(PUBLISHER_GONE),
+            lease: Script::new(LEASE),
+            delivered: Script::new(DELIVERED),
+        })
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.config.prefix)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.config.node_ttl.as_millis() as u64
+    }
+
+    /// Nodes whose heartbeat expired: removed from the registry and returned
+    /// (encoders, ingests). Each dead node is returned to exactly one caller.
+    pub async fn reap_dead_nodes(&self) -> Result<(Vec<String>, Vec<String>), StateError> {
+        let mut conn = self.conn.clone();
+        let mut dead = (Vec::new(), Vec::new());
+        for (set, kind, out) in [
+            ("encoders", "encoder", &mut dead.0),
+            ("ingests", "ingest", &mut dead.1),
+        ] {
+            let members: Vec<String> = conn.smembers(self.key(set)).await.map_err(unavailable)?;
+            for id in members {
+                let alive: bool = conn
+                    .exists(self.key(&format!("{kind}:{id}")))
+                    .await
+                    .map_err(unavailable)?;
+                if !alive {
+                    let removed: i64 = conn.srem(self.key(set), &id).await.map_err(unavailable)?;
+                    if removed == 1 {
+                        out.push(id);
+                    }
+                }
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Streams assigned to an encoder.
+    pub async fn encoder_streams(&self, encoder_id: &str) -> Result<Vec<StreamId>, StateError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .smembers(self.key(&format!("encoder:{encoder_id}:streams")))
+            .await
+            .map_err(unavailable)?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| StreamId::parse(id).ok())
+            .collect())
+    }
+
+    /// Moves a stream of a dead encoder to the least loaded other encoder with room.
+    pub async fn move_stream(
+        &self,
+        stream_id: &StreamId,
+        from: &str,
+    ) -> Result<Option<StreamRecord>, StateError> {
+        let mut conn = self.conn.clone();
+        let record: Option<String> = self
+            .moved
+            .arg(&self.config.prefix)
+            .arg(stream_id.as_str())
+            .arg(from)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        record
+            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
+            .transpose()
+    }
+
+    /// Stores a job for an encoder, so that it finds it when it (re)subscribes.
+    pub async fn store_job(
+        &self,
+        encoder_id: &str,
+        stream_id: &StreamId,
+        job_json: &str,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        conn.hset::<_, _, _, ()>(
+            self.key(&format!("jobs:{encoder_id}")),
+            stream_id.as_str(),
+            job_json,
+        )
+        .await
+        .map_err(unavailable)
+    }
+
+    /// The jobs stored for an encoder.
+    pub async fn jobs(&self, encoder_id: &str) -> Result<Vec<String>, StateError> {
+        let mut conn = self.conn.clone();
+        conn.hvals(self.key(&format!("jobs:{encoder_id}")))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Publishes a message on a node's channel. Returns how many subscribers got it.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, StateError> {
+        let mut conn = self.conn.clone();
+        conn.publish(self.key(channel), message)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisState {
+    async fn register_encoder(&self, node: EncoderNode) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .sadd(self.key("encoders"), &node.id)
+            .ignore()
+            .pset_ex(
+                self.key(&format!("encoder:{}", node.id)),
+                node.capacity,
+                self.ttl_ms(),
+            )
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn register_ingest(&self, node: IngestNode) -> Result<(), StateError> {
+        let json = serde_json::to_string(&node).map_err(|e| corrupt("ingest", e))?;
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .sadd(self.key("ingests"), &node.id)
+            .ignore()
+            .pset_ex(
+                self.key(&format!("ingest:{}", node.id)),
+                json,
+                self.ttl_ms(),
+            )
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn encoders(&self) -> Result<Vec<EncoderStatus>, StateError> {
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = conn
+            .smembers(self.key("encoders"))
+            .await
+            .map_err(unavailable)?;
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let capacity: Option<i64> = conn
+                .get(self.key(&format!("encoder:{id}")))
+                .await
+                .map_err(unavailable)?;
+            if let Some(capacity) = capacity {
+                let load: u64 = conn
+                    .scard(self.key(&format!("encoder:{id}:streams")))
+                    .await
+                    .map_err(unavailable)?;
+                out.push(EncoderStatus { id, capacity, load });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ingests(&self) -> Result<Vec<IngestNode>, StateError> {
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = conn
+            .smembers(self.key("ingests"))
+            .await
+            .map_err(unavailable)?;
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let json: Option<String> = conn
+                .get(self.key(&format!("ingest:{id}")))
+                .await
+                .map_err(unavailable)?;
+            if let Some(json) = json {
+                out.push(serde_json::from_str(&json).map_err(|e| corrupt("ingest", e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn channel_holder(&self, channel: &str) -> Result<Option<StreamId>, StateError> {
+        let mut conn = self.conn.clone();
+        let holder: Option<String> = conn
+            .get(self.key(&format!("channel:{channel}")))
+            .await
+            .map_err(unavailable)?;
+        Ok(holder.and_then(|h| StreamId::parse(&h).ok()))
+    }
+
+    async fn start_stream(&self, mut record: StreamRecord) -> Result<StreamRecord, StartError> {
+        record.encoder_id = ENCODER_PLACEHOLDER.to_owned();
+        record.publishing = true;
+        let json = serde_json::to_string(&record).map_err(|e| corrupt("stream", e))?;
+        let mut conn = self.conn.clone();
+        let (status, value): (String, String) = self
+            .start
+            .arg(&self.config.prefix)
+            .arg(&record.channel)
+            .arg(record.stream_id.as_str())
+            .arg(json)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        match status.as_str() {
+            "ok" => Ok(serde_json::from_str(&value).map_err(|e| corrupt("stream", e))?),
+            "busy" => Err(StartError::ChannelBusy(
+                StreamId::parse(&value).unwrap_or_else(|_| record.stream_id.clone()),
+            )),
+            _ => Err(StartError::NoCapacity),
+        }
+    }
+
+    async fn publisher_gone(
+        &self,
+        channel: &str,
+        stream_id: &StreamId,
+    ) -> Result<Option<StreamRecord>, StateError> {
+        let mut conn = self.conn.clone();
+        let record: Option<String> = self
+            .publisher_gone
+            .arg(&self.config.prefix)
+            .arg(channel)
+            .arg(stream_id.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        record
+            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
+            .transpose()
+    }
+
+    async fn finish_stream(
+        &self,
+        stream_id: &StreamId,
+    ) -> Result<Option<StreamRecord>, StateError> {
+        let mut conn = self.conn.clone();
+        let record: Option<String> = self
+            .finish
+            .arg(&self.config.prefix)
+            .arg(stream_id.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        record
+            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
+            .transpose()
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamRecord>, StateError> {
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = conn
+            .smembers(self.key("streams"))
+            .await
+            .map_err(unavailable)?;
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let json: Option<String> = conn
+                .get(self.key(&format!("stream:{id}")))
+                .await
+                .map_err(unavailable)?;
+            if let Some(json) = json {
+                out.push(serde_json::from_str(&json).map_err(|e| corrupt("stream", e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn stream(&self, stream_id: &StreamId) -> Result<Option<StreamRecord>, StateError> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> = conn
+            .get(self.key(&format!("stream:{stream_id}")))
+            .await
+            .map_err(unavailable)?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("stream", e)))
+            .transpose()
+    }
+
+    async fn push_event(&self, event: WebAppEvent, now_ms: u64) -> Result<(), StateError> {
+        let sid = event.stream_id.to_string();
+        let pending = PendingEvent {
+            event,
+            attempts: 0,
+            queued_at_ms: now_ms,
+        };
+        let json = serde_json::to_string(&pending).map_err(|e| corrupt("event", e))?;
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .rpush(self.key(&format!("events:{sid}")), json)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.key("events:due"))
+            .arg("NX")
+            .arg(now_ms)
+            .arg(&sid)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn lease_due_events(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<PendingEvent>, StateError> {
+        let mut conn = self.conn.clone();
+        let raw: Vec<redis::Value> = self
+            .lease
+            .arg(&self.config.prefix)
+            .arg(now_ms)
+            .arg(lease_ms)
+            .arg(100)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for pair in raw.chunks(2) {
+            let [head, attempts] = pair else { continue };
+            let head: String = redis::FromRedisValue::from_redis_value_ref(head)
+                .map_err(|e| StateError::Unavailable(e.to_string()))?;
+            let attempts: u32 = redis::FromRedisValue::from_redis_value_ref(attempts)
+                .map_err(|e| StateError::Unavailable(e.to_string()))?;
+            let mut pending: PendingEvent =
+                serde_json::from_str(&head).map_err(|e| corrupt("event", e))?;
+            pending.attempts = attempts;
+            out.push(pending);
+        }
+        Ok(out)
+    }
+
+    async fn event_delivered(&self, event: &WebAppEvent) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        self.delivered
+            .arg(&self.config.prefix)
+            .arg(event.stream_id.as_str())
+            .arg(&event.event_id)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn event_failed(
+        &self,
+        event: &WebAppEvent,
+        next_attempt_ms: u64,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ZADD")
+            .arg(self.key("events:due"))
+            .arg("XX")
+            .arg(next_attempt_ms)
+            .arg(event.stream_id.as_str())
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn event_backlog(&self, now_ms: u64) -> Result<(usize, u64), StateError> {
+        let mut conn = self.conn.clone();
+        let sids: Vec<String> = conn
+            .zrange(self.key("events:due"), 0, 999)
+            .await
+            .map_err(unavailable)?;
+        let mut depth = 0;
+        let mut oldest = 0;
+        for sid in sids {
+            let key = self.key(&format!("events:{sid}"));
+            let len: usize = conn.llen(&key).await.map_err(unavailable)?;
+            depth += len;
+            let head: Option<String> = conn.lindex(&key, 0).await.map_err(unavailable)?;
+            if let Some(pending) = head.and_then(|h| serde_json::from_str::<PendingEvent>(&h).ok())
+            {
+                oldest = oldest.max(now_ms.saturating_sub(pending.queued_at_ms));
+            }
+        }
+        Ok((depth, oldest))
+    }
+}
