@@ -46,13 +46,17 @@ async fn redis_server() -> RedisServer {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-server is installed (scripts/test installs it)");
-    let url = format!("redis://127.0.0.1:{port}");
+    // Dropping the server kills and reaps the child on every path, panics included.
+    let server = RedisServer {
+        child,
+        url: format!("redis://127.0.0.1:{port}"),
+    };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return RedisServer { child, url };
+            return server;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -265,7 +269,7 @@ async fn redis_nodes_expire_and_streams_move() {
     );
     assert_eq!(
         state.encoder_streams("e1").await.unwrap(),
-        [a.stream_id.clone()]
+        std::slice::from_ref(&a.stream_id)
     );
     let moved = state
         .move_stream(&a.stream_id, "e1")
