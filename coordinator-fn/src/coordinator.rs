@@ -77,6 +77,17 @@ pub struct ReportEncoder {
     pub load: u64,
 }
 
+/// What one maintenance call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceReport {
+    pub dead_nodes: usize,
+    pub streams_ended: usize,
+    pub publishers_released: usize,
+    pub events_delivered: usize,
+    pub event_attempts_failed: usize,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     publishes_accepted: AtomicU64,
@@ -303,12 +314,79 @@ impl Coordinator {
         Ok((delivered, failed))
     }
 
-    /// Delivers events until `shutdown`: on every new event and on a short timer (for
+    /// The periodic maintenance call (an EventBridge schedule on AWS, a timer in server mode):
+    /// streams of dead nodes are ended and reported, then due events are delivered.
+    pub async fn maintenance(&self) -> Result<MaintenanceReport, StateError> {
+        let mut report = MaintenanceReport::default();
+        let (dead_encoders, dead_ingests) = self.inner.state.reap_dead_nodes().await?;
+        if !dead_encoders.is_empty() || !dead_ingests.is_empty() {
+            let streams = self.inner.state.streams().await?;
+            for encoder in &dead_encoders {
+                tracing::warn!(encoder = %encoder, "encoder heartbeat expired");
+                for stream in streams.iter().filter(|s| &s.encoder_id == encoder) {
+                    self.end_orphaned_stream(stream, "its encoder died").await?;
+                    report.streams_ended += 1;
+                }
+            }
+            for ingest in &dead_ingests {
+                tracing::warn!(ingest = %ingest, "ingest heartbeat expired");
+                for stream in streams
+                    .iter()
+                    .filter(|s| &s.ingest_id == ingest && s.publishing)
+                {
+                    // The encoder sees its media end and finishes the stream as usual.
+                    self.inner
+                        .state
+                        .publisher_gone(&stream.channel, &stream.stream_id)
+                        .await?;
+                    report.publishers_released += 1;
+                }
+            }
+        }
+        report.dead_nodes = dead_encoders.len() + dead_ingests.len();
+        let (delivered, failed) = self.deliver_due_events().await?;
+        report.events_delivered = delivered;
+        report.event_attempts_failed = failed;
+        Ok(report)
+    }
+
+    /// Ends a stream that nothing will finish any more: the publisher is disconnected, the load
+    /// released, `stream-closed` queued.
+    async fn end_orphaned_stream(
+        &self,
+        stream: &StreamRecord,
+        why: &str,
+    ) -> Result<(), StateError> {
+        tracing::warn!(channel = %stream.channel, stream_id = %stream.stream_id, encoder = %stream.encoder_id, "ending the stream: {why}");
+        if stream.publishing {
+            let kill = IngestCommand::Kill {
+                channel: stream.channel.clone(),
+                stream_id: Some(stream.stream_id.clone()),
+            };
+            if let Err(err) = self.inner.bus.to_ingest(&stream.ingest_id, kill).await {
+                tracing::warn!(stream_id = %stream.stream_id, %err, "could not disconnect the publisher");
+            }
+        }
+        if self
+            .inner
+            .state
+            .finish_stream(&stream.stream_id)
+            .await?
+            .is_some()
+        {
+            self.push_event(&stream.channel, &stream.stream_id, WebAppEventKind::Closed)
+                .await
+                .map_err(|e| StateError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Runs maintenance until `shutdown`: on every new event and on a short timer (for
     /// retries). The server mode's stand-in for the scheduled maintenance call.
-    pub async fn run_delivery(&self, shutdown: CancellationToken) {
+    pub async fn run_maintenance(&self, shutdown: CancellationToken) {
         loop {
-            if let Err(err) = self.deliver_due_events().await {
-                tracing::warn!(%err, "event delivery round failed");
+            if let Err(err) = self.maintenance().await {
+                tracing::warn!(%err, "maintenance round failed");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -200,32 +200,6 @@ impl RedisState {
         self.config.node_ttl.as_millis() as u64
     }
 
-    /// Nodes whose heartbeat expired: removed from the registry and returned
-    /// (encoders, ingests). Each dead node is returned to exactly one caller.
-    pub async fn reap_dead_nodes(&self) -> Result<(Vec<String>, Vec<String>), StateError> {
-        let mut conn = self.conn.clone();
-        let mut dead = (Vec::new(), Vec::new());
-        for (set, kind, out) in [
-            ("encoders", "encoder", &mut dead.0),
-            ("ingests", "ingest", &mut dead.1),
-        ] {
-            let members: Vec<String> = conn.smembers(self.key(set)).await.map_err(unavailable)?;
-            for id in members {
-                let alive: bool = conn
-                    .exists(self.key(&format!("{kind}:{id}")))
-                    .await
-                    .map_err(unavailable)?;
-                if !alive {
-                    let removed: i64 = conn.srem(self.key(set), &id).await.map_err(unavailable)?;
-                    if removed == 1 {
-                        out.push(id);
-                    }
-                }
-            }
-        }
-        Ok(dead)
-    }
-
     /// Streams assigned to an encoder.
     pub async fn encoder_streams(&self, encoder_id: &str) -> Result<Vec<StreamId>, StateError> {
         let mut conn = self.conn.clone();
@@ -237,26 +211,6 @@ impl RedisState {
             .iter()
             .filter_map(|id| StreamId::parse(id).ok())
             .collect())
-    }
-
-    /// Moves a stream of a dead encoder to the least loaded other encoder with room.
-    pub async fn move_stream(
-        &self,
-        stream_id: &StreamId,
-        from: &str,
-    ) -> Result<Option<StreamRecord>, StateError> {
-        let mut conn = self.conn.clone();
-        let record: Option<String> = self
-            .moved
-            .arg(&self.config.prefix)
-            .arg(stream_id.as_str())
-            .arg(from)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        record
-            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
-            .transpose()
     }
 
     /// Stores a job for an encoder, so that it finds it when it (re)subscribes.
@@ -578,5 +532,51 @@ impl StateStore for RedisState {
             }
         }
         Ok((depth, oldest))
+    }
+
+    /// Nodes whose heartbeat expired: removed from the registry and returned
+    /// (encoders, ingests). Each dead node is returned to exactly one caller.
+    async fn reap_dead_nodes(&self) -> Result<(Vec<String>, Vec<String>), StateError> {
+        let mut conn = self.conn.clone();
+        let mut dead = (Vec::new(), Vec::new());
+        for (set, kind, out) in [
+            ("encoders", "encoder", &mut dead.0),
+            ("ingests", "ingest", &mut dead.1),
+        ] {
+            let members: Vec<String> = conn.smembers(self.key(set)).await.map_err(unavailable)?;
+            for id in members {
+                let alive: bool = conn
+                    .exists(self.key(&format!("{kind}:{id}")))
+                    .await
+                    .map_err(unavailable)?;
+                if !alive {
+                    let removed: i64 = conn.srem(self.key(set), &id).await.map_err(unavailable)?;
+                    if removed == 1 {
+                        out.push(id);
+                    }
+                }
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Moves a stream of a dead encoder to the least loaded other encoder with room.
+    async fn move_stream(
+        &self,
+        stream_id: &StreamId,
+        from: &str,
+    ) -> Result<Option<StreamRecord>, StateError> {
+        let mut conn = self.conn.clone();
+        let record: Option<String> = self
+            .moved
+            .arg(&self.config.prefix)
+            .arg(stream_id.as_str())
+            .arg(from)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        record
+            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
+            .transpose()
     }
 }

@@ -124,6 +124,22 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<(), StateError>;
     /// Number of queued events and the age of the oldest, for metrics.
     async fn event_backlog(&self, now_ms: u64) -> Result<(usize, u64), StateError>;
+
+    /// Nodes whose heartbeat expired, removed from the registry: (encoders, ingests). Each
+    /// dead node is returned to one caller only. In process, nodes never expire.
+    async fn reap_dead_nodes(&self) -> Result<(Vec<String>, Vec<String>), StateError> {
+        Ok((Vec::new(), Vec::new()))
+    }
+
+    /// Moves a stream off encoder `from` to the least loaded other encoder with room.
+    async fn move_stream(
+        &self,
+        stream_id: &StreamId,
+        from: &str,
+    ) -> Result<Option<StreamRecord>, StateError> {
+        let _ = (stream_id, from);
+        Ok(None)
+    }
 }
 
 #[derive(Debug, Default)]

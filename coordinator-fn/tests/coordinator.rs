@@ -276,7 +276,7 @@ async fn events_are_delivered_in_order_per_stream_with_stable_ids_across_retries
     let delivery = tokio::spawn({
         let c = c.clone();
         let shutdown = shutdown.clone();
-        async move { c.run_delivery(shutdown).await }
+        async move { c.run_maintenance(shutdown).await }
     });
     let grant = c.publish(request("demo", "k")).await.unwrap();
     for rendition in ["640x360-30", "426x240-30"] {

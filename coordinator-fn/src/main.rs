@@ -1,0 +1,51 @@
+//! `coordinator-fn`: the stateless coordinator, as a plain HTTP server or an AWS Lambda
+//! function (when `AWS_LAMBDA_RUNTIME_API` is set).
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use coordinator_fn::service::{self, ServiceArgs};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = ServiceArgs::parse();
+    coordinator_fn::telemetry::init(args.log_debug, &args.log_format);
+    let (coordinator, keys) = service::build(&args).await?;
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        let router = service::router(coordinator.clone(), keys, true);
+        return coordinator_fn::lambda::run(router, coordinator)
+            .await
+            .map_err(|e| anyhow::anyhow!(e));
+    }
+    let addr = SocketAddr::new(args.bind_address, args.http_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (HTTP_PORT)"))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: stopping");
+            shutdown.cancel();
+        }
+    });
+    service::serve(listener, coordinator, keys, shutdown).await
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
