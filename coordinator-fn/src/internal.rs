@@ -45,18 +45,21 @@ struct InternalState {
     inline_delivery: bool,
 }
 
+/// A refused internal call: answered 401 without detail (the detail is logged).
+type Refused = (StatusCode, &'static str);
+
 fn check(
     state: &InternalState,
     headers: &HeaderMap,
     allowed: &[Component],
     call: &str,
-) -> Result<Claims, Response> {
+) -> Result<Claims, Refused> {
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     state.keys.verify(authorization, allowed).map_err(|err| {
         tracing::warn!(call, %err, "internal call refused");
-        (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response()
+        (StatusCode::UNAUTHORIZED, "Unauthorized\n")
     })
 }
 
@@ -72,7 +75,7 @@ async fn publish(
 ) -> Response {
     let claims = match check(&s, &headers, &[Component::Ingest], "publish") {
         Ok(claims) => claims,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     if claims.node != request.ingest_id {
         tracing::warn!(token_node = %claims.node, ingest = %request.ingest_id, "publish for another ingest node refused");
@@ -90,8 +93,8 @@ async fn publish_ended(
     headers: HeaderMap,
     Json(body): Json<PublishEnded>,
 ) -> Response {
-    if let Err(response) = check(&s, &headers, &[Component::Ingest], "publish-ended") {
-        return response;
+    if let Err(refused) = check(&s, &headers, &[Component::Ingest], "publish-ended") {
+        return refused.into_response();
     }
     match s
         .coordinator
@@ -108,8 +111,8 @@ async fn encoder_event(
     headers: HeaderMap,
     Json(event): Json<EncoderEvent>,
 ) -> Response {
-    if let Err(response) = check(&s, &headers, &[Component::Encoder], "encoder-event") {
-        return response;
+    if let Err(refused) = check(&s, &headers, &[Component::Encoder], "encoder-event") {
+        return refused.into_response();
     }
     match s.coordinator.encoder_event(event).await {
         Ok(()) => {
@@ -139,7 +142,7 @@ async fn heartbeat(
         "heartbeat",
     ) {
         Ok(claims) => claims,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let result = match body {
         Heartbeat::Encoder(node) if claims.sub == Component::Encoder && claims.node == node.id => {
@@ -160,7 +163,7 @@ async fn heartbeat(
 }
 
 async fn maintenance(State(s): State<InternalState>, headers: HeaderMap) -> Response {
-    if let Err(response) = check(
+    if let Err(refused) = check(
         &s,
         &headers,
         &[
@@ -170,7 +173,7 @@ async fn maintenance(State(s): State<InternalState>, headers: HeaderMap) -> Resp
         ],
         "maintenance",
     ) {
-        return response;
+        return refused.into_response();
     }
     match s.coordinator.maintenance().await {
         Ok(report) => Json(report).into_response(),
