@@ -613,8 +613,10 @@ impl ControlPlane for Coordinator {
                     .await
                     .map_err(|e| ControlError::Unavailable(e.to_string()))?;
                 if finished.is_none() {
-                    // Already finished (a retried report): stream-closed was queued then.
-                    return Ok(());
+                    // Either a retried report (stream-closed was queued the first time) or the
+                    // state was lost (Redis restarted empty). The web app must still hear of
+                    // the end, and a duplicate is harmless under at-least-once delivery.
+                    tracing::warn!(%channel, %stream_id, encoder = %encoder_id, "closed report for an unknown stream; sending stream-closed anyway");
                 }
                 tracing::info!(%channel, %stream_id, encoder = %encoder_id, "stream closed");
                 self.push_event(&channel, &stream_id, WebAppEventKind::Closed)
