@@ -1,1 +1,163 @@
-//! (in progress)
+//! The ingest node: takes publishers over RTMP, asks the coordinator whether each publish may
+//! start, holds the accepted streams and relays them, as FLV, to the encoders.
+//!
+//! # Layout
+//! - [`config`]: [`IngestConfig`], the node's settings and their defaults.
+//! - `rtmp`: the accept loop and the per-connection state machine over `rml_rtmp`'s sans-IO
+//!   handshake and `ServerSession` (the only module that touches sockets), with the hand-made
+//!   replies to the OBS commands `rml_rtmp` leaves unanswered.
+//! - [`flv`]: pure FLV encoding (file header, tags, `onMetaData`) and codec-header checks.
+//! - [`relay`]: per-stream fan-out to subscribers with a bounded GOP cache, bounded queues and
+//!   keyframe resynchronisation of lagging subscribers.
+//! - [`registry`]: channel → publisher map (one publisher per channel on this node), the
+//!   source of [`Ingest::publishers`] and of kill commands.
+//!
+//! [`Ingest`] ties them together: [`Ingest::serve_rtmp`] runs a listener,
+//! [`Ingest::open_media`] (or [`LocalMedia`] as a `MediaSource`) gives an encoder a stream's
+//! media, [`Ingest::handle_command`] executes the coordinator's kill commands.
+#![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod config;
+pub mod flv;
+pub mod registry;
+pub mod relay;
+mod rtmp;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use contract::control::{
+    ControlPlane, EncoderJob, IngestCommand, MediaError, MediaSource, MediaStream,
+};
+use contract::StreamId;
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use config::IngestConfig;
+pub use registry::PublisherInfo;
+
+use registry::Registry;
+
+/// An ingest node. Cheap to clone; all clones share the same state.
+#[derive(Clone)]
+pub struct Ingest {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: IngestConfig,
+    pub(crate) control: Arc<dyn ControlPlane>,
+    pub(crate) registry: Registry,
+    pub(crate) next_conn_id: AtomicU64,
+    pub(crate) connections: Arc<Semaphore>,
+}
+
+impl Ingest {
+    pub fn new(config: IngestConfig, control: Arc<dyn ControlPlane>) -> Self {
+        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        Ingest {
+            inner: Arc::new(Inner {
+                config,
+                control,
+                registry: Registry::new(),
+                next_conn_id: AtomicU64::new(1),
+                connections,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.inner.config
+    }
+
+    /// Accepts RTMP publishers on `listener` until `shutdown` is cancelled; then ends every
+    /// connection of this listener (a live publish is ended and reported with
+    /// `publish_ended`) and returns once they are all gone. Accept errors are logged and
+    /// retried, so this only returns at shutdown.
+    pub async fn serve_rtmp(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        rtmp::serve(Arc::clone(&self.inner), listener, shutdown).await
+    }
+
+    /// The media of a stream held here, as an FLV byte stream that a decoder can start on:
+    /// header, `onMetaData`, sequence headers, the GOP from the last keyframe, then live. It
+    /// ends (after what is queued) when the publisher ends.
+    ///
+    /// A stream whose publish decision is still in flight on this node (the coordinator
+    /// sends the encoder its job before the ingest hears the grant) is waited for, up to
+    /// `publish_decision_timeout`; the returned stream is then empty if it never goes live.
+    pub fn open_media(&self, stream_id: &StreamId) -> Result<MediaStream, MediaError> {
+        let registry = &self.inner.registry;
+        if let Some(relay) = registry.relay(stream_id) {
+            return relay
+                .subscribe()
+                .ok_or_else(|| MediaError::UnknownStream(stream_id.clone()));
+        }
+        if !registry.any_pending() {
+            return Err(MediaError::UnknownStream(stream_id.clone()));
+        }
+        tracing::debug!(%stream_id, "media requested for a stream not live yet; waiting for it");
+        let inner = Arc::clone(&self.inner);
+        let stream_id = stream_id.clone();
+        let wait = async move {
+            let mut went_live = inner.registry.watch_went_live();
+            let deadline = tokio::time::Instant::now() + inner.config.publish_decision_timeout;
+            loop {
+                if let Some(stream) = inner
+                    .registry
+                    .relay(&stream_id)
+                    .and_then(|relay| relay.subscribe())
+                {
+                    return stream;
+                }
+                match tokio::time::timeout_at(deadline, went_live.changed()).await {
+                    Ok(Ok(())) => continue,
+                    _ => {
+                        tracing::warn!(%stream_id, "media requested for a stream that never went live here");
+                        let empty: MediaStream = Box::pin(futures::stream::empty());
+                        return empty;
+                    }
+                }
+            }
+        };
+        Ok(Box::pin(futures::stream::once(wait).flatten()))
+    }
+
+    /// Executes a coordinator command: `Kill` disconnects the publisher of the channel (of
+    /// that stream only, when `stream_id` is set); its end follows the normal path
+    /// (`publish_ended` is reported).
+    pub fn handle_command(&self, command: IngestCommand) {
+        match command {
+            IngestCommand::Kill { channel, stream_id } => {
+                let found = self.inner.registry.kill(&channel, stream_id.as_ref());
+                if found {
+                    tracing::info!(%channel, stream_id = ?stream_id.as_ref().map(StreamId::as_str), "kill: disconnecting the publisher");
+                } else {
+                    tracing::debug!(%channel, stream_id = ?stream_id.as_ref().map(StreamId::as_str), "kill: no such publisher here");
+                }
+            }
+        }
+    }
+
+    /// The live publishers of this node, sorted by channel.
+    pub fn publishers(&self) -> Vec<PublisherInfo> {
+        self.inner.registry.publishers()
+    }
+}
+
+/// The ingest as a [`MediaSource`] for an encoder in the same process (embedded mode).
+#[derive(Clone)]
+pub struct LocalMedia(pub Ingest);
+
+#[async_trait]
+impl MediaSource for LocalMedia {
+    async fn open(&self, job: &EncoderJob) -> Result<MediaStream, MediaError> {
+        self.0.open_media(&job.stream_id)
+    }
+}

@@ -1,0 +1,912 @@
+//! RTMP publish connections: the accept loop and one task per connection driving
+//! `rml_rtmp`'s sans-IO handshake and `ServerSession` over a `TcpStream`.
+//!
+//! A connection goes: handshake → `connect` (always accepted; the app is checked at publish)
+//! → `publish` (channel and key validated, channel reserved locally, the coordinator asked
+//! while reads go on) → media relayed → end. Every read has the idle timeout; a connection
+//! that is not publishing is closed after the idle timeout too; writes (handshake, acks,
+//! statuses: all small) have the same timeout. A refused publish gets `_error` with
+//! `NetStream.Publish.BadName` or `.BadConnection`, then a FIN, and the socket is closed as
+//! soon as the peer closes (or after a short grace).
+//!
+//! `rml_rtmp` may panic on some malformed input (unchecked arithmetic on header fields), so
+//! every call that parses peer bytes runs under `catch_unwind`: the offending connection is
+//! closed with a warning and nothing else is affected. (The default panic hook still prints
+//! the panic message to stderr; a library must not replace the process's hook.)
+
+mod reply;
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use contract::control::{PublishGrant, PublishRefusal, PublishRequest, SourceKind};
+use contract::{validate_id, StreamId};
+use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::registry::{Live, Reservation};
+use crate::relay::{Relay, RelayConfig};
+use crate::Inner;
+
+const BAD_NAME: &str = "NetStream.Publish.BadName";
+const BAD_CONNECTION: &str = "NetStream.Publish.BadConnection";
+/// How long a refused peer gets to read its refusal and close before we drop the socket.
+const REFUSAL_GRACE: Duration = Duration::from_secs(2);
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Why a connection could not go on.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectionError {
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    #[error("bad handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("RTMP protocol error: {0}")]
+    Session(#[from] ServerSessionError),
+    #[error("the RTMP {0} panicked on malformed input")]
+    ParserPanic(&'static str),
+    #[error("nothing received for {0:?}")]
+    Idle(Duration),
+    #[error("not publishing after {0:?}")]
+    NotPublishing(Duration),
+    #[error("the peer did not read for {0:?}")]
+    WriteTimeout(Duration),
+}
+
+/// How a connection ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    PeerClosed,
+    Refused,
+    Killed,
+    Shutdown,
+}
+
+/// Why a publish ended (for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndReason {
+    Unpublished,
+    PeerClosed,
+    Killed,
+    Shutdown,
+    Error,
+    IdleTimeout,
+    Abandoned,
+}
+
+impl EndReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Unpublished => "unpublished",
+            EndReason::PeerClosed => "connection closed",
+            EndReason::Killed => "killed",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Error => "connection error",
+            EndReason::IdleTimeout => "idle timeout",
+            EndReason::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// Result of a publish decision.
+enum Decision {
+    Granted(PublishGrant),
+    Refused(PublishRefusal),
+    TimedOut,
+}
+
+/// Accept loop; see [`crate::Ingest::serve_rtmp`].
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let tracker = TaskTracker::new();
+    info!(addr = ?listener.local_addr().ok(), node = %inner.config.node_id, "RTMP ingest listening");
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
+                    warn!(%peer, limit = inner.config.max_connections, "too many RTMP connections; closing the new one");
+                    continue;
+                };
+                let conn_id = inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
+                let inner = Arc::clone(&inner);
+                let cancel = shutdown.child_token();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    handle_connection(inner, socket, peer, conn_id, cancel, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(err) => {
+                // ECONNABORTED, EMFILE...: keep serving, without spinning.
+                warn!(%err, "RTMP accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+    tracker.close();
+    debug!(connections = tracker.len(), "RTMP ingest stopping");
+    tracker.wait().await;
+    info!("RTMP ingest stopped");
+    Ok(())
+}
+
+enum Publish {
+    Idle { since: Instant },
+    Deciding(Deciding),
+    Live(PublishGuard),
+}
+
+struct Deciding {
+    request_id: u32,
+    channel: String,
+    handle: JoinHandle<Decision>,
+}
+
+/// One RTMP connection, from accept to close.
+#[tracing::instrument(
+    name = "rtmp_connection",
+    skip_all,
+    fields(peer = %peer, conn_id = conn_id, channel = tracing::field::Empty, stream_id = tracing::field::Empty)
+)]
+async fn handle_connection(
+    inner: Arc<Inner>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    cancel: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    if let Err(err) = set_keepalive(&socket, inner.config.idle_timeout) {
+        debug!(%err, "TCP keepalive not set");
+    }
+    let _ = socket.set_nodelay(true);
+    debug!("RTMP connection accepted");
+
+    let mut publish = Publish::Idle {
+        since: Instant::now(),
+    };
+    let outcome = {
+        let mut conn = Connection {
+            inner: Arc::clone(&inner),
+            socket,
+            peer,
+            conn_id,
+            cancel: cancel.clone(),
+            bytes: Arc::new(AtomicU64::new(0)),
+            buf: vec![0; READ_BUFFER],
+            out: Vec::new(),
+            session: None,
+            publish: &mut publish,
+        };
+        conn.run(&cancel, &shutdown).await
+        // The socket is closed here, before the end is reported.
+    };
+    let reason = match &outcome {
+        Ok(Exit::PeerClosed) => {
+            debug!("RTMP connection closed by the peer");
+            EndReason::PeerClosed
+        }
+        Ok(Exit::Refused) => EndReason::Abandoned,
+        Ok(Exit::Killed) => {
+            info!("RTMP connection killed by command");
+            EndReason::Killed
+        }
+        Ok(Exit::Shutdown) => EndReason::Shutdown,
+        // The peer is repeated in these: the span may be filtered out.
+        Err(err @ ConnectionError::Io(_)) => {
+            info!(%peer, %err, "RTMP connection lost");
+            EndReason::Error
+        }
+        Err(err @ ConnectionError::Idle(_)) => {
+            warn!(%peer, %err, "RTMP connection dead");
+            EndReason::IdleTimeout
+        }
+        Err(err) => {
+            warn!(%peer, %err, "RTMP connection closed");
+            EndReason::Error
+        }
+    };
+    match publish {
+        Publish::Idle { .. } => {}
+        Publish::Live(guard) => guard.end(reason).await,
+        Publish::Deciding(d) => {
+            // The coordinator may still grant this publish: wait for the (bounded) decision
+            // so that a grant nobody will use is reported as ended at once.
+            if let Ok(Decision::Granted(grant)) = d.handle.await {
+                inner.registry.begin_ending(&d.channel, conn_id);
+                report_end(&inner, &d.channel, &grant.stream_id, EndReason::Abandoned).await;
+                inner.registry.finish_ending(&d.channel, conn_id);
+            } else {
+                inner.registry.release(&d.channel, conn_id);
+            }
+        }
+    }
+}
+
+fn set_keepalive(socket: &TcpStream, idle: Duration) -> io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new().with_time(idle.max(Duration::from_secs(1)));
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+    let keepalive = keepalive
+        .with_interval((idle / 4).max(Duration::from_secs(1)))
+        .with_retries(3);
+    socket2::SockRef::from(socket).set_tcp_keepalive(&keepalive)
+}
+
+/// Runs `f` (which parses peer bytes) and turns a panic into an error.
+fn guarded<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T, ConnectionError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| ConnectionError::ParserPanic(what))
+}
+
+/// The channel or key as used: anything from a `?` on is dropped.
+fn strip_query(value: &str) -> &str {
+    value.split_once('?').map_or(value, |(name, _)| name)
+}
+
+/// The RTMP status code for a refusal.
+fn refusal_code(refusal: &PublishRefusal) -> &'static str {
+    match refusal {
+        PublishRefusal::InvalidKey(_) | PublishRefusal::AlreadyPublishing => BAD_NAME,
+        PublishRefusal::NoCapacity | PublishRefusal::Unavailable(_) => BAD_CONNECTION,
+    }
+}
+
+struct Connection<'a> {
+    inner: Arc<Inner>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    /// Cancelled to kill this connection (command or shutdown).
+    cancel: CancellationToken,
+    bytes: Arc<AtomicU64>,
+    buf: Vec<u8>,
+    /// Bytes to send, in order (session packets and our replies).
+    out: Vec<u8>,
+    session: Option<ServerSession>,
+    publish: &'a mut Publish,
+}
+
+/// What woke the main loop.
+enum Wake {
+    Cancelled,
+    Read(Result<Result<usize, io::Error>, tokio::time::error::Elapsed>),
+    Decided(Result<Decision, JoinError>),
+    NotPublishing,
+}
+
+enum Flow {
+    Continue,
+    Close(Exit),
+}
+
+impl Connection<'_> {
+    async fn run(
+        &mut self,
+        cancel: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Result<Exit, ConnectionError> {
+        let exit = self.run_inner(cancel).await;
+        match exit {
+            Ok(Exit::Killed) if shutdown.is_cancelled() => Ok(Exit::Shutdown),
+            other => other,
+        }
+    }
+
+    async fn run_inner(&mut self, cancel: &CancellationToken) -> Result<Exit, ConnectionError> {
+        let idle = self.inner.config.idle_timeout;
+        let leftover = match self.handshake(cancel).await? {
+            Ok(leftover) => leftover,
+            Err(exit) => return Ok(exit),
+        };
+        let (session, initial) = ServerSession::new(ServerSessionConfig::new())?;
+        self.session = Some(session);
+        let mut flow = self.process(initial).await?;
+        if !leftover.is_empty() && matches!(flow, Flow::Continue) {
+            let results = self.feed(&leftover)?;
+            flow = self.process(results).await?;
+        }
+        self.flush().await?;
+        if let Flow::Close(exit) = flow {
+            return self.close(exit).await;
+        }
+
+        let decision_limit = self.inner.config.publish_decision_timeout;
+        loop {
+            // While the coordinator decides, a client legitimately sends nothing; the decision
+            // (a wait for the previous publisher's end, then the call) is bounded by itself.
+            let read_limit = match self.publish {
+                Publish::Deciding(_) => idle + decision_limit * 2,
+                _ => idle,
+            };
+            let wake = {
+                let read = timeout(read_limit, self.socket.read(&mut self.buf));
+                let publish_wake = publish_wake(self.publish, idle);
+                tokio::select! {
+                    _ = cancel.cancelled() => Wake::Cancelled,
+                    read = read => Wake::Read(read),
+                    wake = publish_wake => wake,
+                }
+            };
+            let flow = match wake {
+                Wake::Cancelled => return Ok(Exit::Killed),
+                Wake::NotPublishing => return Err(ConnectionError::NotPublishing(idle)),
+                Wake::Read(Err(_)) => return Err(ConnectionError::Idle(read_limit)),
+                Wake::Read(Ok(Err(err))) => return Err(err.into()),
+                Wake::Read(Ok(Ok(0))) => return Ok(Exit::PeerClosed),
+                Wake::Read(Ok(Ok(n))) => {
+                    self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    let buf = std::mem::take(&mut self.buf);
+                    let results = self.feed(&buf[..n]);
+                    self.buf = buf;
+                    self.process(results?).await?
+                }
+                Wake::Decided(decision) => self.on_decision(decision).await?,
+            };
+            self.flush().await?;
+            if let Flow::Close(exit) = flow {
+                return self.close(exit).await;
+            }
+        }
+    }
+
+    /// Runs the handshake. `Ok(Err(exit))`: the peer left or we were cancelled.
+    async fn handshake(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Result<Vec<u8>, Exit>, ConnectionError> {
+        let limit = self.inner.config.idle_timeout;
+        let deadline = Instant::now() + limit;
+        let mut handshake = Handshake::new(PeerType::Server);
+        loop {
+            let n = tokio::select! {
+                _ = cancel.cancelled() => return Ok(Err(Exit::Killed)),
+                read = tokio::time::timeout_at(deadline, self.socket.read(&mut self.buf)) => {
+                    read.map_err(|_| ConnectionError::HandshakeTimeout(limit))??
+                }
+            };
+            if n == 0 {
+                return Ok(Err(Exit::PeerClosed));
+            }
+            self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            let input = &self.buf[..n];
+            let result = guarded("handshake", || handshake.process_bytes(input))??;
+            match result {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    self.out.extend_from_slice(&response_bytes);
+                    self.flush().await?;
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    self.out.extend_from_slice(&response_bytes);
+                    self.flush().await?;
+                    debug!("RTMP handshake completed");
+                    return Ok(Ok(remaining_bytes));
+                }
+            }
+        }
+    }
+
+    fn session(&mut self) -> Result<&mut ServerSession, ConnectionError> {
+        self.session.as_mut().ok_or(ConnectionError::ParserPanic(
+            "session (used before the handshake)",
+        ))
+    }
+
+    fn feed(&mut self, input: &[u8]) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+        let session = self.session()?;
+        Ok(guarded("chunk parser", || session.handle_input(input))??)
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectionError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let limit = self.inner.config.idle_timeout;
+        timeout(limit, self.socket.write_all(&self.out))
+            .await
+            .map_err(|_| ConnectionError::WriteTimeout(limit))??;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// After a refusal: the status is flushed; send FIN and let the peer read it and close.
+    async fn close(&mut self, exit: Exit) -> Result<Exit, ConnectionError> {
+        if exit == Exit::Refused {
+            let _ = self.socket.shutdown().await;
+            let drain = async {
+                while let Ok(n) = self.socket.read(&mut self.buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = timeout(REFUSAL_GRACE, drain).await;
+        }
+        Ok(exit)
+    }
+
+    fn queue(&mut self, results: Vec<ServerSessionResult>) {
+        for result in results {
+            if let ServerSessionResult::OutboundResponse(packet) = result {
+                self.out.extend_from_slice(&packet.bytes);
+            }
+        }
+    }
+
+    fn queue_reply(&mut self, reply: Option<Vec<u8>>) {
+        if let Some(bytes) = reply {
+            self.out.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Refuses the outstanding publish `request_id` with `code`.
+    fn refuse(
+        &mut self,
+        request_id: u32,
+        code: &str,
+        description: &str,
+    ) -> Result<Flow, ConnectionError> {
+        let session = self.session()?;
+        let packets = session.reject_request(request_id, code, description)?;
+        self.queue(packets);
+        Ok(Flow::Close(Exit::Refused))
+    }
+
+    async fn process(
+        &mut self,
+        results: Vec<ServerSessionResult>,
+    ) -> Result<Flow, ConnectionError> {
+        for result in results {
+            match result {
+                ServerSessionResult::OutboundResponse(packet) => {
+                    self.out.extend_from_slice(&packet.bytes);
+                }
+                ServerSessionResult::RaisedEvent(event) => {
+                    if let Flow::Close(exit) = self.on_event(event).await? {
+                        return Ok(Flow::Close(exit));
+                    }
+                }
+                ServerSessionResult::UnhandleableMessageReceived(payload) => {
+                    debug!(type_id = payload.type_id, "RTMP message ignored");
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn on_event(&mut self, event: ServerSessionEvent) -> Result<Flow, ConnectionError> {
+        match event {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
+                // The app (channel) is checked at publish, where the refusal has a status code
+                // encoders show.
+                debug!(app = %app_name, "RTMP connect");
+                let packets = self.session()?.accept_request(request_id)?;
+                self.queue(packets);
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                ..
+            } => return self.on_publish(request_id, &app_name, &stream_key),
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                self.end_publish(EndReason::Unpublished).await;
+            }
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                if let Publish::Live(guard) = &*self.publish {
+                    guard.relay.set_metadata(&metadata);
+                }
+            }
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
+                if let Publish::Live(guard) = &*self.publish {
+                    guard.relay.push_video(timestamp.value, &data);
+                }
+            }
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
+                if let Publish::Live(guard) = &*self.publish {
+                    guard.relay.push_audio(timestamp.value, &data);
+                }
+            }
+            ServerSessionEvent::UnhandleableAmf0Command {
+                command_name,
+                transaction_id,
+                ..
+            } => match command_name.as_str() {
+                // OBS and ffmpeg send these around createStream/publish and at the end; FMS
+                // answers them and some clients wait for the answers.
+                "releaseStream" => self.queue_reply(reply::result(transaction_id)),
+                "FCPublish" => {
+                    self.queue_reply(reply::notification(
+                        "onFCPublish",
+                        "NetStream.Publish.Start",
+                        "FCPublish",
+                    ));
+                    self.queue_reply(reply::result(transaction_id));
+                }
+                "FCUnpublish" => {
+                    self.queue_reply(reply::notification(
+                        "onFCUnpublish",
+                        "NetStream.Unpublish.Success",
+                        "FCUnpublish",
+                    ));
+                    self.queue_reply(reply::result(transaction_id));
+                    self.end_publish(EndReason::Unpublished).await;
+                }
+                other => debug!(command = other, "RTMP command ignored"),
+            },
+            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                info!("RTMP play refused: this server only takes publishers");
+                let packets = self.session()?.reject_request(
+                    request_id,
+                    "NetStream.Play.Failed",
+                    "playback is not offered here",
+                )?;
+                self.queue(packets);
+                return Ok(Flow::Close(Exit::Refused));
+            }
+            ServerSessionEvent::ClientChunkSizeChanged { .. }
+            | ServerSessionEvent::ReleaseStreamRequested { .. }
+            | ServerSessionEvent::PlayStreamFinished { .. }
+            | ServerSessionEvent::AcknowledgementReceived { .. }
+            | ServerSessionEvent::PingResponseReceived { .. } => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn on_publish(
+        &mut self,
+        request_id: u32,
+        app: &str,
+        key: &str,
+    ) -> Result<Flow, ConnectionError> {
+        if !matches!(self.publish, Publish::Idle { .. }) {
+            // Refuse the second request only; the first publish goes on.
+            info!("second publish on one connection refused");
+            let packets = self.session()?.reject_request(
+                request_id,
+                BAD_NAME,
+                "already publishing on this connection",
+            )?;
+            self.queue(packets);
+            return Ok(Flow::Continue);
+        }
+        let channel = strip_query(app);
+        let key = strip_query(key);
+        let max = self.inner.config.id_max_length;
+        if let Err(err) =
+            validate_id("channel", channel, max).and_then(|()| validate_id("key", key, max))
+        {
+            info!(%err, "publish refused");
+            return self.refuse(request_id, BAD_NAME, &err.to_string());
+        }
+        tracing::Span::current().record("channel", channel);
+        let request = PublishRequest {
+            channel: channel.to_owned(),
+            key: key.to_owned(),
+            user_ip: self.peer.ip().to_string(),
+            ingest_id: self.inner.config.node_id.clone(),
+            source: SourceKind::Rtmp,
+        };
+        let handle = tokio::spawn(
+            decide(
+                Arc::clone(&self.inner),
+                request,
+                self.conn_id,
+                self.cancel.clone(),
+            )
+            .in_current_span(),
+        );
+        *self.publish = Publish::Deciding(Deciding {
+            request_id,
+            channel: channel.to_owned(),
+            handle,
+        });
+        Ok(Flow::Continue)
+    }
+
+    async fn on_decision(
+        &mut self,
+        decision: Result<Decision, JoinError>,
+    ) -> Result<Flow, ConnectionError> {
+        let state = std::mem::replace(
+            self.publish,
+            Publish::Idle {
+                since: Instant::now(),
+            },
+        );
+        let Publish::Deciding(Deciding {
+            request_id,
+            channel,
+            ..
+        }) = state
+        else {
+            *self.publish = state;
+            return Ok(Flow::Continue);
+        };
+        let (code, description) = match decision {
+            Ok(Decision::Granted(grant)) => return self.go_live(request_id, channel, grant).await,
+            Ok(Decision::Refused(refusal)) => {
+                info!(%refusal, "publish refused");
+                (refusal_code(&refusal), refusal.to_string())
+            }
+            Ok(Decision::TimedOut) => {
+                warn!(
+                    timeout = ?self.inner.config.publish_decision_timeout,
+                    "publish refused: no decision from the coordinator in time"
+                );
+                (BAD_CONNECTION, "coordinator timeout".to_owned())
+            }
+            Err(err) => {
+                warn!(%err, "publish refused: the decision task failed");
+                (BAD_CONNECTION, "internal error".to_owned())
+            }
+        };
+        self.inner.registry.release(&channel, self.conn_id);
+        self.refuse(request_id, code, &description)
+    }
+
+    async fn go_live(
+        &mut self,
+        request_id: u32,
+        channel: String,
+        grant: PublishGrant,
+    ) -> Result<Flow, ConnectionError> {
+        let inner = Arc::clone(&self.inner);
+        let relay = Relay::new(
+            grant.stream_id.clone(),
+            RelayConfig {
+                gop_cache_max_bytes: inner.config.gop_cache_max_bytes,
+                queue_len: inner.config.relay_queue_len,
+            },
+        );
+        let live = Live {
+            stream_id: grant.stream_id.clone(),
+            relay: Arc::clone(&relay),
+            remote_addr: self.peer,
+            source: SourceKind::Rtmp,
+            started_at: SystemTime::now(),
+            bytes_received: Arc::clone(&self.bytes),
+        };
+        tracing::Span::current().record("stream_id", grant.stream_id.as_str());
+        if !inner.registry.go_live(&channel, self.conn_id, live) {
+            // Our reservation is gone (cannot happen while this connection lives).
+            warn!("publish granted but the channel reservation was lost");
+            report_end(&inner, &channel, &grant.stream_id, EndReason::Abandoned).await;
+            return self.refuse(request_id, BAD_CONNECTION, "internal error");
+        }
+        let guard = PublishGuard {
+            inner: Arc::clone(&inner),
+            channel,
+            stream_id: grant.stream_id.clone(),
+            conn_id: self.conn_id,
+            relay,
+            ended: false,
+        };
+        let accepted = match self.session() {
+            Ok(session) => session
+                .accept_request(request_id)
+                .map_err(ConnectionError::from),
+            Err(err) => Err(err),
+        };
+        match accepted {
+            Ok(packets) => {
+                self.queue(packets);
+                info!(encoder_id = %grant.encoder_id, "publish started");
+                *self.publish = Publish::Live(guard);
+                Ok(Flow::Continue)
+            }
+            Err(err) => {
+                // E.g. the client deleted its stream while we were deciding.
+                guard.end(EndReason::Error).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn end_publish(&mut self, reason: EndReason) {
+        if let Publish::Live(_) = self.publish {
+            let state = std::mem::replace(
+                self.publish,
+                Publish::Idle {
+                    since: Instant::now(),
+                },
+            );
+            if let Publish::Live(guard) = state {
+                guard.end(reason).await;
+            }
+        }
+    }
+}
+
+/// Waits for what the publish state can produce: the decision, or the end of the time a
+/// connection may stay without publishing.
+async fn publish_wake(publish: &mut Publish, idle: Duration) -> Wake {
+    match publish {
+        Publish::Idle { since } => {
+            tokio::time::sleep_until(*since + idle).await;
+            Wake::NotPublishing
+        }
+        Publish::Deciding(d) => Wake::Decided((&mut d.handle).await),
+        Publish::Live(_) => std::future::pending().await,
+    }
+}
+
+/// Reserves the channel (waiting, bounded, for a previous publisher's end to be reported)
+/// and asks the coordinator.
+async fn decide(
+    inner: Arc<Inner>,
+    request: PublishRequest,
+    conn_id: u64,
+    kill: CancellationToken,
+) -> Decision {
+    let limit = inner.config.publish_decision_timeout;
+    loop {
+        match inner
+            .registry
+            .reserve(&request.channel, conn_id, kill.clone())
+        {
+            Reservation::Reserved => break,
+            Reservation::Busy => {
+                debug!("channel held by another publisher on this node");
+                return Decision::Refused(PublishRefusal::AlreadyPublishing);
+            }
+            Reservation::WaitForEnd(done) => {
+                if timeout(limit, done.cancelled()).await.is_err() {
+                    return Decision::Refused(PublishRefusal::AlreadyPublishing);
+                }
+            }
+        }
+    }
+    match timeout(limit, inner.control.publish(request)).await {
+        Ok(Ok(grant)) => Decision::Granted(grant),
+        Ok(Err(refusal)) => Decision::Refused(refusal),
+        Err(_) => Decision::TimedOut,
+    }
+}
+
+/// Reports the end of a granted publish to the coordinator (bounded wait, errors logged).
+async fn report_end(inner: &Inner, channel: &str, stream_id: &StreamId, reason: EndReason) {
+    info!(%channel, %stream_id, reason = reason.as_str(), "publish ended");
+    let limit = inner.config.publish_decision_timeout;
+    match timeout(limit, inner.control.publish_ended(channel, stream_id)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => warn!(%channel, %stream_id, %err, "could not report the end of a publish"),
+        Err(_) => warn!(%channel, %stream_id, ?limit, "reporting the end of a publish timed out"),
+    }
+}
+
+/// A live publish. Ending it closes the relay, reports the end to the coordinator once and
+/// frees the channel; if it is dropped without [`PublishGuard::end`] (a panic), the same is
+/// done from a spawned task.
+struct PublishGuard {
+    inner: Arc<Inner>,
+    channel: String,
+    stream_id: StreamId,
+    conn_id: u64,
+    relay: Arc<Relay>,
+    ended: bool,
+}
+
+impl PublishGuard {
+    async fn end(mut self, reason: EndReason) {
+        self.ended = true;
+        finish(
+            Arc::clone(&self.inner),
+            self.channel.clone(),
+            self.stream_id.clone(),
+            self.conn_id,
+            Arc::clone(&self.relay),
+            reason,
+        )
+        .await;
+    }
+}
+
+impl Drop for PublishGuard {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let end = finish(
+            Arc::clone(&self.inner),
+            self.channel.clone(),
+            self.stream_id.clone(),
+            self.conn_id,
+            Arc::clone(&self.relay),
+            EndReason::Error,
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(end);
+            }
+            Err(_) => {
+                self.relay.close();
+                self.inner
+                    .registry
+                    .finish_ending(&self.channel, self.conn_id);
+            }
+        }
+    }
+}
+
+async fn finish(
+    inner: Arc<Inner>,
+    channel: String,
+    stream_id: StreamId,
+    conn_id: u64,
+    relay: Arc<Relay>,
+    reason: EndReason,
+) {
+    relay.close();
+    inner.registry.begin_ending(&channel, conn_id);
+    report_end(&inner, &channel, &stream_id, reason).await;
+    inner.registry.finish_ending(&channel, conn_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_is_stripped_from_channel_and_key() {
+        assert_eq!(strip_query("key?token=1"), "key");
+        assert_eq!(strip_query("demo"), "demo");
+        assert_eq!(strip_query("?x"), "");
+    }
+
+    #[test]
+    fn refusals_map_to_rtmp_status_codes() {
+        assert_eq!(
+            refusal_code(&PublishRefusal::InvalidKey("x".into())),
+            BAD_NAME
+        );
+        assert_eq!(refusal_code(&PublishRefusal::AlreadyPublishing), BAD_NAME);
+        assert_eq!(refusal_code(&PublishRefusal::NoCapacity), BAD_CONNECTION);
+        assert_eq!(
+            refusal_code(&PublishRefusal::Unavailable("down".into())),
+            BAD_CONNECTION
+        );
+    }
+
+    #[test]
+    fn a_panic_in_a_parser_becomes_an_error() {
+        let r: Result<(), _> = guarded("test parser", || panic!("boom"));
+        assert!(matches!(
+            r,
+            Err(ConnectionError::ParserPanic("test parser"))
+        ));
+    }
+}
