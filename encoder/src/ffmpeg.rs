@@ -1,0 +1,575 @@
+//! ffmpeg: typed job parameters turned into one argument vector ([`build_args`], pure and
+//! unit-tested), and the supervised child process ([`FfmpegProcess`]).
+//!
+//! One process per stream decodes the source once; `split` feeds one `scale` (and `fps` when
+//! capped) per rendition; every rendition has keyframes forced at the same times
+//! (`expr:gte(t,n_forced*HLS_TIME)`, no scene-cut keyframes), so the hls muxer cuts all of them
+//! at the same instants. ffmpeg 5.1's hls muxer refuses one elementary stream in two variants
+//! ("Same elementary stream found more than once"), so the audio is decoded once and encoded
+//! once per variant (AAC is cheap next to video).
+//!
+//! The child: stdin is fed from a dedicated thread (the media arrives through a bounded channel,
+//! so a slow ffmpeg slows the reader down instead of growing memory); stderr is read through
+//! ffmpeg-sidecar's event iterator in another thread, errors are logged with the job's span and
+//! the last ones kept for the exit report; the process is always reaped (killed and waited
+//! for on drop if still running).
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use contract::Rendition;
+use ffmpeg_sidecar::child::FfmpegChild;
+use ffmpeg_sidecar::command::FfmpegCommand;
+use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel};
+use tokio::sync::mpsc;
+use tracing::{debug, trace, warn};
+
+/// Segments ffmpeg keeps in its own playlists (we keep our own windows).
+pub const FFMPEG_LIST_SIZE: u32 = 8;
+/// Audio bit rate of every variant.
+pub const AUDIO_KBPS: u32 = 128;
+/// CRF of renditions without a requested bit rate.
+pub const DEFAULT_CRF: u32 = 23;
+/// Cap of renditions without a requested bit rate, in bits per pixel per frame.
+const CAP_BITS_PER_PIXEL: f64 = 0.1;
+/// Lowest cap of renditions without a requested bit rate.
+const MIN_CAP_KBPS: u32 = 200;
+/// Error lines kept for the report when ffmpeg exits.
+const KEPT_ERROR_LINES: usize = 12;
+/// How often the child is polled for its exit.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How a rendition's video bit rate is controlled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateControl {
+    /// A requested bit rate (`~KBPS`): `-b:v K -maxrate K -bufsize 2K`.
+    Bitrate { kbps: u32 },
+    /// Constant quality with a cap derived from size × frame rate.
+    Crf { crf: u32, max_kbps: u32 },
+}
+
+impl RateControl {
+    pub fn for_rendition(rendition: &Rendition) -> Self {
+        match rendition.kbps {
+            Some(kbps) => RateControl::Bitrate { kbps },
+            None => {
+                let bits = f64::from(rendition.width)
+                    * f64::from(rendition.height)
+                    * rendition.fps.clamp(1.0, 240.0)
+                    * CAP_BITS_PER_PIXEL;
+                RateControl::Crf {
+                    crf: DEFAULT_CRF,
+                    max_kbps: ((bits / 1000.0).round() as u32).max(MIN_CAP_KBPS),
+                }
+            }
+        }
+    }
+
+    /// The nominal peak video bit rate in kbit/s.
+    pub fn max_kbps(self) -> u32 {
+        match self {
+            RateControl::Bitrate { kbps } => kbps,
+            RateControl::Crf { max_kbps, .. } => max_kbps,
+        }
+    }
+}
+
+/// Everything [`build_args`] needs.
+#[derive(Debug, Clone)]
+pub struct HlsJobParams<'a> {
+    /// `-f` of the input (`flv` for RTMP); `None` lets ffmpeg probe (browser WebM / MP4).
+    pub input_format: Option<&'a str>,
+    /// Output renditions, in variant order (`%v` = the index).
+    pub renditions: &'a [Rendition],
+    pub has_audio: bool,
+    pub video_codec: &'a str,
+    pub audio_codec: &'a str,
+    pub h264_preset: &'a str,
+    pub pixel_format: &'a str,
+    /// Target segment duration in seconds.
+    pub hls_time: f64,
+    /// Directory of this run's output: `{out_dir}/{v}/index.m3u8` and `{out_dir}/{v}/{n}.ts`.
+    pub out_dir: &'a str,
+}
+
+/// The playlist ffmpeg writes for variant `index` under `out_dir`.
+pub fn variant_playlist(out_dir: &Path, index: usize) -> PathBuf {
+    out_dir.join(index.to_string()).join("index.m3u8")
+}
+
+/// The directory of variant `index` under `out_dir`.
+pub fn variant_dir(out_dir: &Path, index: usize) -> PathBuf {
+    out_dir.join(index.to_string())
+}
+
+/// A number as ffmpeg reads it: `2`, `2.5`, `29.97`.
+fn number(value: f64) -> String {
+    let rounded = (value * 1000.0).round() / 1000.0;
+    format!("{rounded}")
+}
+
+/// The filter graph: one decode, `split`, then per rendition `scale` (and `fps` when capped).
+pub fn filter_graph(renditions: &[Rendition]) -> String {
+    let mut graph = format!("[0:v:0]split={}", renditions.len());
+    for i in 0..renditions.len() {
+        graph.push_str(&format!("[s{i}]"));
+    }
+    for (i, r) in renditions.iter().enumerate() {
+        graph.push_str(&format!(";[s{i}]scale={}:{}", r.width, r.height));
+        if r.fps_capped {
+            graph.push_str(&format!(",fps={}", number(r.fps)));
+        }
+        graph.push_str(&format!("[v{i}]"));
+    }
+    graph
+}
+
+/// The `-var_stream_map` value: variant `i` is video `i` with audio `i` when there is audio.
+pub fn var_stream_map(count: usize, has_audio: bool) -> String {
+    (0..count)
+        .map(|i| {
+            if has_audio {
+                format!("v:{i},a:{i}")
+            } else {
+                format!("v:{i}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The ffmpeg arguments for one stream (ffmpeg-sidecar adds `-loglevel level+info` before).
+///
+/// `-nostdin` only stops ffmpeg from reading keyboard commands; `-i pipe:0` still reads the
+/// media from stdin (ffmpeg also turns interaction off by itself for `pipe:` inputs). `-y`
+/// keeps ffmpeg-sidecar from adding `-n`. `-fps_mode vfr` passes the source timestamps through
+/// instead of duplicating frames to a guessed constant rate (browser sources report rates
+/// such as 1000 fps); capped renditions get a real `fps` filter.
+pub fn build_args(p: &HlsJobParams<'_>) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(|s| (*s).to_owned()));
+    push(&["-hide_banner", "-nostdin", "-y"]);
+    if let Some(format) = p.input_format {
+        push(&["-f", format]);
+    }
+    push(&["-i", "pipe:0"]);
+    push(&["-filter_complex", &filter_graph(p.renditions)]);
+    for i in 0..p.renditions.len() {
+        push(&["-map", &format!("[v{i}]")]);
+    }
+    if p.has_audio {
+        for _ in p.renditions {
+            push(&["-map", "0:a:0"]);
+        }
+    }
+    let hls_time = number(p.hls_time);
+    push(&[
+        "-c:v",
+        p.video_codec,
+        "-preset:v",
+        p.h264_preset,
+        "-pix_fmt:v",
+        p.pixel_format,
+        "-fps_mode:v",
+        "vfr",
+        "-sc_threshold:v",
+        "0",
+        "-force_key_frames:v",
+        &format!("expr:gte(t,n_forced*{hls_time})"),
+    ]);
+    for (i, rendition) in p.renditions.iter().enumerate() {
+        match RateControl::for_rendition(rendition) {
+            RateControl::Bitrate { kbps } => push(&[
+                &format!("-b:v:{i}"),
+                &format!("{kbps}k"),
+                &format!("-maxrate:v:{i}"),
+                &format!("{kbps}k"),
+                &format!("-bufsize:v:{i}"),
+                &format!("{}k", kbps * 2),
+            ]),
+            RateControl::Crf { crf, max_kbps } => push(&[
+                &format!("-crf:v:{i}"),
+                &crf.to_string(),
+                &format!("-maxrate:v:{i}"),
+                &format!("{max_kbps}k"),
+                &format!("-bufsize:v:{i}"),
+                &format!("{}k", max_kbps * 2),
+            ]),
+        }
+    }
+    if p.has_audio {
+        push(&[
+            "-c:a",
+            p.audio_codec,
+            "-b:a",
+            &format!("{AUDIO_KBPS}k"),
+            "-ac",
+            "2",
+        ]);
+    }
+    push(&[
+        "-f",
+        "hls",
+        "-hls_time",
+        &hls_time,
+        "-hls_list_size",
+        &FFMPEG_LIST_SIZE.to_string(),
+        "-hls_flags",
+        "independent_segments+temp_file",
+        "-hls_segment_type",
+        "mpegts",
+        "-var_stream_map",
+        &var_stream_map(p.renditions.len(), p.has_audio),
+        "-hls_segment_filename",
+        &format!("{}/%v/%d.ts", p.out_dir),
+        &format!("{}/%v/index.m3u8", p.out_dir),
+    ]);
+    args
+}
+
+/// What went wrong with the ffmpeg process.
+#[derive(Debug, thiserror::Error)]
+pub enum FfmpegError {
+    #[error("could not start ffmpeg {path:?}: {source}")]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ffmpeg's {0} is not available")]
+    Pipe(&'static str),
+    #[error("could not start a thread for ffmpeg: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("could not wait for ffmpeg: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error("ffmpeg exited with code {code:?} (signal {signal:?})")]
+    FfmpegExited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+/// The exit code and terminating signal of a process.
+pub fn exit_details(status: ExitStatus) -> (Option<i32>, Option<i32>) {
+    #[cfg(unix)]
+    let signal = std::os::unix::process::ExitStatusExt::signal(&status);
+    #[cfg(not(unix))]
+    let signal = None;
+    (status.code(), signal)
+}
+
+/// A running ffmpeg, fed from a channel, its stderr logged, always reaped.
+pub struct FfmpegProcess {
+    child: FfmpegChild,
+    status: Option<ExitStatus>,
+    errors: Arc<Mutex<VecDeque<String>>>,
+    input_cut: Arc<AtomicBool>,
+    log_thread: Option<JoinHandle<()>>,
+}
+
+impl FfmpegProcess {
+    /// Starts `program args`; every chunk received on `input` is written to its stdin, which
+    /// is closed when the channel closes (ffmpeg then finishes and exits). The threads log in
+    /// the current tracing span.
+    pub fn spawn(
+        program: &Path,
+        args: &[String],
+        input: mpsc::Receiver<Bytes>,
+    ) -> Result<Self, FfmpegError> {
+        let mut command = FfmpegCommand::new_with_path(program);
+        command.args(args);
+        let child = command.spawn().map_err(|source| FfmpegError::Spawn {
+            path: program.to_path_buf(),
+            source,
+        })?;
+        let mut process = FfmpegProcess {
+            child,
+            status: None,
+            errors: Arc::new(Mutex::new(VecDeque::new())),
+            input_cut: Arc::new(AtomicBool::new(false)),
+            log_thread: None,
+        };
+        // Nothing is written to stdout (the output is files): close our end.
+        drop(process.child.take_stdout());
+        let stdin = process
+            .child
+            .take_stdin()
+            .ok_or(FfmpegError::Pipe("stdin"))?;
+        let events = process
+            .child
+            .iter()
+            .map_err(|_| FfmpegError::Pipe("stderr"))?;
+        let span = tracing::Span::current();
+        let feeder_span = span.clone();
+        std::thread::Builder::new()
+            .name("ffmpeg-stdin".into())
+            .spawn(move || feed(stdin, input, feeder_span))
+            .map_err(FfmpegError::Thread)?;
+        let errors = process.errors.clone();
+        let input_cut = process.input_cut.clone();
+        process.log_thread = Some(
+            std::thread::Builder::new()
+                .name("ffmpeg-log".into())
+                .spawn(move || log_events(events, errors, input_cut, span))
+                .map_err(FfmpegError::Thread)?,
+        );
+        Ok(process)
+    }
+
+    pub fn id(&mut self) -> u32 {
+        self.child.as_inner().id()
+    }
+
+    /// The exit status if ffmpeg has exited (reaping it).
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, FfmpegError> {
+        if self.status.is_none() {
+            self.status = self
+                .child
+                .as_inner_mut()
+                .try_wait()
+                .map_err(FfmpegError::Wait)?;
+        }
+        Ok(self.status)
+    }
+
+    /// Waits for ffmpeg to exit (cancel-safe), then for its last log lines.
+    pub async fn wait(&mut self) -> Result<ExitStatus, FfmpegError> {
+        let status = loop {
+            if let Some(status) = self.try_wait()? {
+                break status;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        // stderr closes with the process: give the log thread a moment to drain it.
+        if let Some(thread) = &self.log_thread {
+            for _ in 0..40 {
+                if thread.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        Ok(status)
+    }
+
+    /// Kills ffmpeg and waits for it.
+    pub async fn kill(&mut self) -> Result<ExitStatus, FfmpegError> {
+        if self.try_wait()?.is_none() {
+            if let Err(err) = self.child.kill() {
+                // It may have exited in between; try_wait below tells.
+                debug!(error = %err, "kill failed");
+            }
+        }
+        self.wait().await
+    }
+
+    /// Says that the input was cut on purpose (a stop in the middle of a container tag):
+    /// the decoding errors that follow are expected and logged at debug level only.
+    pub fn input_cut(&self) {
+        self.input_cut.store(true, Ordering::Relaxed);
+    }
+
+    /// The last error lines ffmpeg logged.
+    pub fn last_errors(&self) -> Vec<String> {
+        self.errors
+            .lock()
+            .map(|lines| lines.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for FfmpegProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            // After SIGKILL the wait is immediate.
+            let _ = self.child.as_inner_mut().wait();
+        }
+    }
+}
+
+fn feed(
+    mut stdin: std::process::ChildStdin,
+    mut input: mpsc::Receiver<Bytes>,
+    span: tracing::Span,
+) {
+    let _entered = span.enter();
+    while let Some(chunk) = input.blocking_recv() {
+        if let Err(err) = stdin.write_all(&chunk) {
+            // ffmpeg exited (broken pipe): dropping `input` tells the sender.
+            debug!(error = %err, "ffmpeg stopped reading its input");
+            return;
+        }
+    }
+    trace!("input ended: closing ffmpeg's stdin");
+}
+
+fn log_events(
+    events: ffmpeg_sidecar::iter::FfmpegIterator,
+    errors: Arc<Mutex<VecDeque<String>>>,
+    input_cut: Arc<AtomicBool>,
+    span: tracing::Span,
+) {
+    let _entered = span.enter();
+    let keep = |line: &str| {
+        if let Ok(mut lines) = errors.lock() {
+            if lines.len() == KEPT_ERROR_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line.to_owned());
+        }
+    };
+    for event in events {
+        match event {
+            FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, line) => {
+                if input_cut.load(Ordering::Relaxed) {
+                    debug!(ffmpeg = %line, "ffmpeg error after the input was cut");
+                } else {
+                    warn!(ffmpeg = %line, "ffmpeg error");
+                }
+                keep(&line);
+            }
+            FfmpegEvent::Log(LogLevel::Warning, line) => debug!(ffmpeg = %line, "ffmpeg warning"),
+            FfmpegEvent::Error(message) => {
+                // Raised by ffmpeg-sidecar itself (parsing), not by ffmpeg.
+                debug!(error = %message, "ffmpeg-sidecar");
+            }
+            FfmpegEvent::Progress(progress) => trace!(
+                frame = progress.frame,
+                time = %progress.time,
+                speed = progress.speed,
+                "ffmpeg progress"
+            ),
+            FfmpegEvent::Log(_, line) => trace!(ffmpeg = %line),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendition(width: u32, height: u32, fps: f64, capped: bool, kbps: Option<u32>) -> Rendition {
+        Rendition {
+            width,
+            height,
+            fps,
+            fps_capped: capped,
+            kbps,
+            original: false,
+        }
+    }
+
+    fn params<'a>(renditions: &'a [Rendition], has_audio: bool) -> HlsJobParams<'a> {
+        HlsJobParams {
+            input_format: Some("flv"),
+            renditions,
+            has_audio,
+            video_codec: "libx264",
+            audio_codec: "aac",
+            h264_preset: "veryfast",
+            pixel_format: "yuv420p",
+            hls_time: 3.0,
+            out_dir: "/work/s1/attempt-0",
+        }
+    }
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn two_renditions() -> [Rendition; 2] {
+        [
+            rendition(1280, 720, 30.0, false, None),
+            rendition(640, 360, 15.0, true, Some(800)),
+        ]
+    }
+
+    #[test]
+    fn two_renditions_with_audio() {
+        let renditions = two_renditions();
+        let mut expected = words(
+            "-hide_banner -nostdin -y -f flv -i pipe:0 -filter_complex GRAPH \
+             -map [v0] -map [v1] -map 0:a:0 -map 0:a:0 \
+             -c:v libx264 -preset:v veryfast -pix_fmt:v yuv420p -fps_mode:v vfr \
+             -sc_threshold:v 0 -force_key_frames:v expr:gte(t,n_forced*3) \
+             -crf:v:0 23 -maxrate:v:0 2765k -bufsize:v:0 5530k \
+             -b:v:1 800k -maxrate:v:1 800k -bufsize:v:1 1600k \
+             -c:a aac -b:a 128k -ac 2 \
+             -f hls -hls_time 3 -hls_list_size 8 -hls_flags independent_segments+temp_file \
+             -hls_segment_type mpegts -var_stream_map MAP \
+             -hls_segment_filename /work/s1/attempt-0/%v/%d.ts /work/s1/attempt-0/%v/index.m3u8",
+        );
+        for arg in &mut expected {
+            if arg == "GRAPH" {
+                *arg = "[0:v:0]split=2[s0][s1];[s0]scale=1280:720[v0];[s1]scale=640:360,fps=15[v1]"
+                    .into();
+            } else if arg == "MAP" {
+                *arg = "v:0,a:0 v:1,a:1".into();
+            }
+        }
+        assert_eq!(build_args(&params(&renditions, true)), expected);
+    }
+
+    #[test]
+    fn two_renditions_without_audio() {
+        let renditions = two_renditions();
+        let mut expected = words(
+            "-hide_banner -nostdin -y -f flv -i pipe:0 -filter_complex GRAPH \
+             -map [v0] -map [v1] \
+             -c:v libx264 -preset:v veryfast -pix_fmt:v yuv420p -fps_mode:v vfr \
+             -sc_threshold:v 0 -force_key_frames:v expr:gte(t,n_forced*3) \
+             -crf:v:0 23 -maxrate:v:0 2765k -bufsize:v:0 5530k \
+             -b:v:1 800k -maxrate:v:1 800k -bufsize:v:1 1600k \
+             -f hls -hls_time 3 -hls_list_size 8 -hls_flags independent_segments+temp_file \
+             -hls_segment_type mpegts -var_stream_map MAP \
+             -hls_segment_filename /work/s1/attempt-0/%v/%d.ts /work/s1/attempt-0/%v/index.m3u8",
+        );
+        for arg in &mut expected {
+            if arg == "GRAPH" {
+                *arg = "[0:v:0]split=2[s0][s1];[s0]scale=1280:720[v0];[s1]scale=640:360,fps=15[v1]"
+                    .into();
+            } else if arg == "MAP" {
+                *arg = "v:0 v:1".into();
+            }
+        }
+        assert_eq!(build_args(&params(&renditions, false)), expected);
+    }
+
+    #[test]
+    fn browser_sources_are_probed_and_fractional_values_are_written_as_decimals() {
+        let renditions = [rendition(640, 360, 12.5, true, None)];
+        let mut p = params(&renditions, false);
+        p.input_format = None;
+        p.hls_time = 2.5;
+        let args = build_args(&p);
+        assert_eq!(args[3..5], ["-i", "pipe:0"]);
+        assert!(args.contains(&"[0:v:0]split=1[s0];[s0]scale=640:360,fps=12.5[v0]".to_owned()));
+        assert!(args.contains(&"expr:gte(t,n_forced*2.5)".to_owned()));
+        assert!(args.contains(&"2.5".to_owned()));
+    }
+
+    #[test]
+    fn uncapped_renditions_get_a_size_derived_cap() {
+        let small = RateControl::for_rendition(&rendition(320, 180, 30.0, false, None));
+        assert_eq!(
+            small,
+            RateControl::Crf {
+                crf: 23,
+                max_kbps: 200
+            }
+        );
+        let hd = RateControl::for_rendition(&rendition(1920, 1080, 30.0, false, None));
+        assert_eq!(hd.max_kbps(), 6221);
+        let fixed = RateControl::for_rendition(&rendition(1920, 1080, 30.0, false, Some(4500)));
+        assert_eq!(fixed, RateControl::Bitrate { kbps: 4500 });
+    }
+}

@@ -1,0 +1,473 @@
+//! One stream from start to end: open the media, probe it, choose the renditions, run and
+//! supervise ffmpeg (restarting it after a crash, at most [`MAX_RESTARTS`] times), publish
+//! what it produces, and report `Closed` once the final playlists are stored.
+//!
+//! Ending: when the publisher leaves (the media stream ends) or the job is stopped (a `Stop`
+//! command, the fragment count limit, the encoder's shutdown), ffmpeg's stdin is closed; it
+//! finishes the segment in progress and exits (killed after `stop_grace`); the last segments
+//! are published, every playlist gets `EXT-X-ENDLIST`, and `Closed` is sent last.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use contract::control::{
+    ControlPlane, EncoderEvent, EncoderJob, MediaError, MediaSource, MediaStream,
+};
+use contract::resolution::fit_renditions;
+use contract::Rendition;
+use futures::{FutureExt as _, StreamExt as _};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn, Instrument as _};
+
+use crate::config::EncoderConfig;
+use crate::events::{spawn_event_task, EventSender};
+use crate::ffmpeg::{
+    build_args, exit_details, variant_dir, FfmpegError, FfmpegProcess, HlsJobParams,
+};
+use crate::probe::{self, Prefix, PrefixLimits, ProbeError};
+use crate::publish::{DelayedDeleter, PublishSettings, PublishSummary, Publisher};
+use crate::store::ObjectStore;
+use crate::watch::{SegmentReady, Watcher};
+
+/// ffmpeg restarts after crashes, per stream.
+pub const MAX_RESTARTS: u32 = 3;
+/// Media chunks queued for ffmpeg's stdin (back-pressure on the media source beyond).
+const FEED_QUEUE: usize = 64;
+/// Pause before a restart (times the restart number).
+const RESTART_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Why a stream ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("media source: {0}")]
+    Media(#[from] MediaError),
+    #[error("probe: {0}")]
+    Probe(#[from] ProbeError),
+    #[error("the source has no video")]
+    NoVideo,
+    #[error("no rendition to encode")]
+    NoRenditions,
+    #[error("work directory {path:?}: {reason}")]
+    WorkDir { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Ffmpeg(#[from] FfmpegError),
+    #[error("ffmpeg crashed {crashes} times, giving up; last time: {last}")]
+    GaveUp {
+        crashes: u32,
+        #[source]
+        last: FfmpegError,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What every job of an encoder shares.
+pub(crate) struct Services {
+    pub config: EncoderConfig,
+    pub store: Arc<dyn ObjectStore>,
+    pub media: Arc<dyn MediaSource>,
+    pub control: Arc<dyn ControlPlane>,
+    pub tracker: TaskTracker,
+}
+
+/// Runs one job to its end and reports `Closed`; `release` is called just before (the job no
+/// longer counts as active). Never panics: a panic inside is logged and still ends in `Closed`.
+pub(crate) async fn run_job(
+    services: Arc<Services>,
+    job: EncoderJob,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+    release: impl FnOnce(),
+) {
+    let (events, event_task) = spawn_event_task(services.control.clone());
+    let work = services.config.work_dir.join(job.stream_id.as_str());
+    let outcome =
+        std::panic::AssertUnwindSafe(encode(&services, &job, &stop, &shutdown, &events, &work))
+            .catch_unwind()
+            .await;
+    match outcome {
+        Ok(Ok(summary)) => {
+            let counts: Vec<String> = summary
+                .renditions
+                .iter()
+                .map(|(name, durations)| format!("{name}: {}", durations.len()))
+                .collect();
+            info!(segments = ?counts, "stream finished");
+        }
+        Ok(Err(err)) => error!(error = %err, "stream ended with an error"),
+        Err(_) => error!("stream job panicked"),
+    }
+    if let Err(err) = tokio::fs::remove_dir_all(&work).await {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            warn!(path = ?work, error = %err, "could not clean the work directory");
+        }
+    }
+    release();
+    events.send(EncoderEvent::Closed {
+        stream_id: job.stream_id.clone(),
+        channel: job.channel.clone(),
+        encoder_id: services.config.node_id.clone(),
+    });
+    drop(events);
+    event_task.finish().await;
+}
+
+async fn encode(
+    services: &Services,
+    job: &EncoderJob,
+    stop: &CancellationToken,
+    shutdown: &CancellationToken,
+    events: &EventSender,
+    work: &Path,
+) -> Result<PublishSummary, JobError> {
+    let config = &services.config;
+    let work_text = work
+        .to_str()
+        .filter(|text| !text.contains('%'))
+        .ok_or_else(|| JobError::WorkDir {
+            path: work.to_path_buf(),
+            reason: "not UTF-8 or contains '%'".into(),
+        })?
+        .to_owned();
+    let _ = tokio::fs::remove_dir_all(work).await;
+
+    let Some(mut media) = open_media(services, job, stop).await? else {
+        info!("stopped before the media was opened");
+        return Ok(PublishSummary::default());
+    };
+    let prefix = match probe::read_prefix(&mut media, PrefixLimits::PROBE, stop).await {
+        Err(ProbeError::Stopped) => {
+            info!("stopped before any media arrived");
+            return Ok(PublishSummary::default());
+        }
+        other => other?,
+    };
+    let probed = probe::ffprobe(
+        &config.ffprobe_path,
+        job.source.ffmpeg_format(),
+        prefix.bytes.clone(),
+    )
+    .await?;
+    let video = probed.video.ok_or(JobError::NoVideo)?;
+    let renditions = fit_renditions(&job.options.resolutions, video);
+    if renditions.is_empty() {
+        return Err(JobError::NoRenditions);
+    }
+    info!(
+        width = video.width,
+        height = video.height,
+        fps = video.fps,
+        video_codec = probed.video_codec.as_deref().unwrap_or("?"),
+        audio_codec = probed.audio_codec.as_deref().unwrap_or("none"),
+        renditions = ?renditions.iter().map(Rendition::name).collect::<Vec<_>>(),
+        record = job.options.record,
+        "encoding"
+    );
+    if job.options.previews.is_some() {
+        // Previews: a further output of the same ffmpeg (one more split branch with
+        // fps=1/SECONDS and scale, written as numbered JPEGs next to the variants), picked up
+        // by a watcher of their own and published with index.json. Not produced yet.
+        info!("previews were requested; they are not produced yet");
+    }
+
+    let (segments_tx, segments_rx) = mpsc::unbounded_channel();
+    let deleter = (!job.options.record).then(|| {
+        DelayedDeleter::spawn(
+            services.store.clone(),
+            Duration::from_secs_f64(config.live_playlist_size as f64 * config.hls_time),
+            shutdown.clone(),
+            &services.tracker,
+        )
+    });
+    let publisher = Publisher::new(
+        services.store.clone(),
+        PublishSettings {
+            channel: job.channel.clone(),
+            stream_id: job.stream_id.clone(),
+            hls_time: config.hls_time,
+            live_window: config.live_playlist_size,
+            vod_max_size: config.vod_max_size,
+            record: job.options.record,
+            has_audio: probed.has_audio,
+            fragment_count_limit: config.fragment_count_limit,
+        },
+        &renditions,
+        events.clone(),
+        deleter,
+        stop.clone(),
+    );
+    let publishing = tokio::spawn(
+        publisher
+            .run(segments_rx)
+            .instrument(tracing::Span::current()),
+    );
+
+    let plan = Plan {
+        job,
+        renditions: &renditions,
+        has_audio: probed.has_audio,
+        work,
+        work_text: &work_text,
+    };
+    let supervised = supervise(services, &plan, stop, media, prefix, segments_tx).await;
+    let summary = publishing
+        .await
+        .map_err(|err| JobError::Internal(format!("publisher failed: {err}")))?;
+    supervised.map(|()| summary)
+}
+
+/// Opens the job's media; `None` when stopped first.
+async fn open_media(
+    services: &Services,
+    job: &EncoderJob,
+    stop: &CancellationToken,
+) -> Result<Option<MediaStream>, MediaError> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => Ok(None),
+        media = services.media.open(job) => media.map(Some),
+    }
+}
+
+/// What every ffmpeg run of a job shares.
+struct Plan<'a> {
+    job: &'a EncoderJob,
+    renditions: &'a [Rendition],
+    has_audio: bool,
+    work: &'a Path,
+    work_text: &'a str,
+}
+
+/// How one ffmpeg run ended.
+enum RunEnd {
+    /// The input ended or the job was stopped, and ffmpeg finished (or was killed).
+    Finished,
+    /// ffmpeg exited while the input went on.
+    Crashed {
+        code: Option<i32>,
+        signal: Option<i32>,
+        errors: Vec<String>,
+    },
+}
+
+/// Runs ffmpeg until the stream ends, restarting it after crashes.
+async fn supervise(
+    services: &Services,
+    plan: &Plan<'_>,
+    stop: &CancellationToken,
+    mut media: MediaStream,
+    mut prefix: Prefix,
+    segments: mpsc::UnboundedSender<SegmentReady>,
+) -> Result<(), JobError> {
+    let mut base = 0;
+    let mut run = 0;
+    loop {
+        let (end, next_base) = run_ffmpeg(
+            services, plan, run, base, &mut media, prefix, stop, &segments,
+        )
+        .await?;
+        base = next_base;
+        let RunEnd::Crashed {
+            code,
+            signal,
+            errors,
+        } = end
+        else {
+            return Ok(());
+        };
+        error!(
+            exit_code = ?code,
+            signal = ?signal,
+            last_errors = ?errors,
+            restarts = run,
+            "ffmpeg died while the input continued"
+        );
+        if run >= MAX_RESTARTS {
+            return Err(JobError::GaveUp {
+                crashes: run + 1,
+                last: FfmpegError::FfmpegExited { code, signal },
+            });
+        }
+        run += 1;
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(RESTART_BACKOFF * run) => {}
+        }
+        drop(media);
+        media = match open_media(services, plan.job, stop).await? {
+            Some(media) => media,
+            None => return Ok(()),
+        };
+        prefix = match probe::read_prefix(&mut media, PrefixLimits::FIRST_CHUNK, stop).await {
+            Ok(prefix) => prefix,
+            Err(err) => {
+                info!(reason = %err, "no more media after the crash: ending");
+                return Ok(());
+            }
+        };
+        warn!(run, "restarting ffmpeg on the re-opened media stream");
+    }
+}
+
+/// How the media pump ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PumpEnd {
+    InputEnded,
+    Stopped,
+    FfmpegGone,
+}
+
+/// Feeds the prefix and then the stream to ffmpeg until the stream ends, the job stops, or
+/// ffmpeg stops reading. Dropping the sender on return closes ffmpeg's stdin.
+async fn pump(
+    media: &mut MediaStream,
+    prefix: Prefix,
+    feed: mpsc::Sender<Bytes>,
+    stop: &CancellationToken,
+) -> PumpEnd {
+    if !prefix.bytes.is_empty() && feed.send(prefix.bytes).await.is_err() {
+        return PumpEnd::FfmpegGone;
+    }
+    if prefix.ended {
+        return PumpEnd::InputEnded;
+    }
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return PumpEnd::Stopped,
+            chunk = media.next() => chunk,
+        };
+        let Some(chunk) = chunk else {
+            return PumpEnd::InputEnded;
+        };
+        if chunk.is_empty() {
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return PumpEnd::Stopped,
+            sent = feed.send(chunk) => if sent.is_err() {
+                return PumpEnd::FfmpegGone;
+            },
+        }
+    }
+}
+
+/// One ffmpeg run: returns how it ended and the stream index after its last segment.
+#[allow(clippy::too_many_arguments)]
+async fn run_ffmpeg(
+    services: &Services,
+    plan: &Plan<'_>,
+    run: u32,
+    base: u64,
+    media: &mut MediaStream,
+    prefix: Prefix,
+    stop: &CancellationToken,
+    segments: &mpsc::UnboundedSender<SegmentReady>,
+) -> Result<(RunEnd, u64), JobError> {
+    let config = &services.config;
+    let out_dir = plan.work.join(format!("run-{run}"));
+    for i in 0..plan.renditions.len() {
+        let dir = variant_dir(&out_dir, i);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|err| JobError::WorkDir {
+                path: dir,
+                reason: err.to_string(),
+            })?;
+    }
+    let out_text = format!("{}/run-{run}", plan.work_text);
+    let args = build_args(&HlsJobParams {
+        input_format: plan.job.source.ffmpeg_format(),
+        renditions: plan.renditions,
+        has_audio: plan.has_audio,
+        video_codec: &config.video_codec,
+        audio_codec: &config.audio_codec,
+        h264_preset: &config.h264_preset,
+        pixel_format: &config.pixel_format,
+        hls_time: config.hls_time,
+        out_dir: &out_text,
+    });
+    let (feed, input) = mpsc::channel(FEED_QUEUE);
+    let mut process = FfmpegProcess::spawn(&config.ffmpeg_path, &args, input)?;
+    info!(pid = process.id(), run, "ffmpeg started");
+    debug!(args = %args.join(" "), "ffmpeg arguments");
+
+    let done = CancellationToken::new();
+    let watcher = Watcher::new(
+        &out_dir,
+        plan.renditions.len(),
+        base,
+        run > 0,
+        prefix.first_byte_ms,
+        config.hls_time,
+    );
+    let watching = tokio::spawn(
+        watcher
+            .run(segments.clone(), done.clone())
+            .instrument(tracing::Span::current()),
+    );
+
+    // Whichever comes first: the end of the input, or the end of ffmpeg (a crash).
+    enum First {
+        InputClosed(PumpEnd),
+        Exited(Result<std::process::ExitStatus, FfmpegError>),
+    }
+    let mut pumping = Box::pin(pump(media, prefix, feed, stop));
+    let first = tokio::select! {
+        end = &mut pumping => First::InputClosed(end),
+        status = process.wait() => First::Exited(status),
+    };
+    // Closes ffmpeg's stdin if the input is still open.
+    drop(pumping);
+    let mut killed = false;
+    let (status, input) = match first {
+        First::InputClosed(input) => {
+            if input == PumpEnd::Stopped {
+                process.input_cut();
+            }
+            debug!(?input, "input closed: waiting for ffmpeg to finish");
+            let status = match tokio::time::timeout(config.stop_grace, process.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    warn!(grace = ?config.stop_grace, "ffmpeg did not finish in time: killing it");
+                    killed = true;
+                    process.kill().await
+                }
+            };
+            (status, Some(input))
+        }
+        First::Exited(status) => (status, None),
+    };
+    done.cancel();
+    let next_base = watching
+        .await
+        .map_err(|err| JobError::Internal(format!("watcher failed: {err}")))?;
+    let status = status?;
+    let (code, signal) = exit_details(status);
+    let end = match input {
+        Some(PumpEnd::InputEnded | PumpEnd::Stopped) => {
+            if status.success() {
+                info!(run, "ffmpeg finished");
+            } else if !killed {
+                warn!(
+                    exit_code = ?code,
+                    signal = ?signal,
+                    last_errors = ?process.last_errors(),
+                    "ffmpeg exited with an error after the input ended"
+                );
+            }
+            RunEnd::Finished
+        }
+        Some(PumpEnd::FfmpegGone) | None => RunEnd::Crashed {
+            code,
+            signal,
+            errors: process.last_errors(),
+        },
+    };
+    Ok((end, next_base))
+}
