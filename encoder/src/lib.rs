@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`EncoderConfig`], the seed system's `HLS_*` settings and their defaults.
+//! - [`settings`]: the same settings, and the storage choice, as `clap` arguments for binaries.
 //! - [`store`]: the [`ObjectStore`] trait (`put` = readable when it returns) and
 //!   [`FilesystemStore`] (atomic writes, validated keys).
 //! - [`probe`]: buffering the start of the media and asking `ffprobe` what it holds.
@@ -18,7 +19,7 @@
 //! - `job`: one stream from probe to `Closed`, with ffmpeg restarts after crashes.
 //! - [`Encoder`] (here): the command loop (`Start` / `Stop`), the registry of running jobs and
 //!   the graceful shutdown.
-#![forbid(clippy::print_stdout, clippy::print_stderr)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod codecs;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod ffmpeg;
 mod job;
 pub mod probe;
 pub mod publish;
+pub mod settings;
 pub mod store;
 pub mod watch;
 
