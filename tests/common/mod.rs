@@ -156,6 +156,9 @@ where
     }
 }
 
+/// Status and headers the test web app answers key verification with.
+pub type VerifyAnswer = (u16, Vec<(String, String)>);
+
 /// A web app that records what the coordinator sends it.
 #[derive(Clone)]
 pub struct WebApp {
@@ -163,7 +166,7 @@ pub struct WebApp {
     pub verifications: Arc<Mutex<Vec<HeaderMap>>>,
     pub events: Arc<Mutex<Vec<HeaderMap>>>,
     /// Status and headers of the key verification answer.
-    pub verify_answer: Arc<Mutex<(u16, Vec<(String, String)>)>>,
+    pub verify_answer: Arc<Mutex<VerifyAnswer>>,
 }
 
 impl WebApp {
