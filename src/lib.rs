@@ -115,6 +115,7 @@ pub async fn run(
             port: rtmp_addr.port(),
             ssl: false,
             server_type: SourceKind::Rtmp,
+            internal_url: None,
         })
         .await?;
     let control: Arc<dyn ControlPlane> = Arc::new(AnnounceStreams {

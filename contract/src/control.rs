@@ -103,6 +103,10 @@ pub struct EncoderJob {
     pub ingest_id: String,
     pub source: SourceKind,
     pub options: StreamOptions,
+    /// Where the encoder pulls the media from in the distributed mode (the ingest node's
+    /// internal media endpoint for this stream); `None` in process.
+    #[serde(default)]
+    pub media_url: Option<String>,
 }
 
 /// Coordinator → encoder.
@@ -225,6 +229,7 @@ mod tests {
             ingest_id: "ingest-1".into(),
             source: SourceKind::Rtmp,
             options: StreamOptions::default(),
+            media_url: None,
         });
         let json = serde_json::to_string(&job).expect("serialize");
         assert!(json.contains("\"type\":\"start\""), "{json}");

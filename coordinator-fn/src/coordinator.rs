@@ -534,12 +534,27 @@ impl ControlPlane for Coordinator {
                 return self.refuse(&request, PublishRefusal::Unavailable(err.to_string()))
             }
         };
+        let media_url = match self.inner.state.ingests().await {
+            Ok(ingests) => ingests
+                .into_iter()
+                .find(|i| i.id == record.ingest_id)
+                .and_then(|i| i.internal_url)
+                .map(|base| {
+                    format!(
+                        "{}/internal/media/{}",
+                        base.trim_end_matches('/'),
+                        record.stream_id
+                    )
+                }),
+            Err(_) => None,
+        };
         let job = EncoderJob {
             stream_id: record.stream_id.clone(),
             channel: record.channel.clone(),
             ingest_id: record.ingest_id.clone(),
             source: record.source,
             options: record.options.clone(),
+            media_url,
         };
         if let Err(err) = self
             .inner

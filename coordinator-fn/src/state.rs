@@ -41,6 +41,9 @@ pub struct IngestNode {
     pub port: u16,
     pub ssl: bool,
     pub server_type: SourceKind,
+    /// Base URL of the node's internal media endpoint, reachable by encoders (distributed mode).
+    #[serde(default)]
+    pub internal_url: Option<String>,
 }
 
 /// A stream from its accepted publish until its encoder is done.

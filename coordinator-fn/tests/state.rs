@@ -98,6 +98,7 @@ async fn suite(state: Arc<dyn StateStore>) {
             port: 1935,
             ssl: false,
             server_type: SourceKind::Rtmp,
+            internal_url: None,
         })
         .await
         .unwrap();

@@ -341,6 +341,7 @@ fn job_from(source: SourceKind, resolutions: &str, record: bool) -> EncoderJob {
             record,
             previews: None,
         },
+        media_url: None,
     }
 }
 
