@@ -89,7 +89,8 @@ impl TokenKeys {
         self.sign_at(component, node, now())
     }
 
-    fn sign_at(&self, component: Component, node: &str, issued: u64) -> String {
+    /// A token issued at `issued` (seconds since the epoch): for tests and tools.
+    pub fn sign_at(&self, component: Component, node: &str, issued: u64) -> String {
         let claims = Claims {
             sub: component,
             node: node.to_owned(),

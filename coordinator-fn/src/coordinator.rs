@@ -633,6 +633,17 @@ impl ControlPlane for Coordinator {
                     // the end, and a duplicate is harmless under at-least-once delivery.
                     tracing::warn!(%channel, %stream_id, encoder = %encoder_id, "closed report for an unknown stream; sending stream-closed anyway");
                 }
+                if let Some(record) = finished.as_ref().filter(|r| r.publishing) {
+                    // The encoder ended first (shut down, gave up): the publisher would otherwise
+                    // go on publishing into nothing. It may reconnect and get a new stream.
+                    let kill = IngestCommand::Kill {
+                        channel: channel.clone(),
+                        stream_id: Some(stream_id.clone()),
+                    };
+                    if let Err(err) = self.inner.bus.to_ingest(&record.ingest_id, kill).await {
+                        tracing::warn!(%channel, %stream_id, %err, "could not disconnect the publisher of a closed stream");
+                    }
+                }
                 tracing::info!(%channel, %stream_id, encoder = %encoder_id, "stream closed");
                 self.push_event(&channel, &stream_id, WebAppEventKind::Closed)
                     .await

@@ -16,7 +16,7 @@
 //!   [`client`]: the nodes' side of it.
 //! - [`service`]: the `coordinator-fn` binary's settings, full router and server loop.
 //! - [`lambda`]: serving the same router on AWS Lambda, and the scheduled maintenance call.
-//! - [`telemetry`]: log setup shared by the binaries.
+//! - [`telemetry`]: log setup, signal handling and node IDs shared by the binaries.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod auth;

@@ -580,3 +580,49 @@ impl StateStore for RedisState {
             .transpose()
     }
 }
+
+/// `REDIS_URL` with `REDIS_PASSWORD` put in, when the URL carries no credentials of its own
+/// (ElastiCache AUTH: the URL is the endpoint, the password comes from a secret).
+pub fn url_with_password(url: &str, password: Option<&str>) -> String {
+    let Some(password) = password.filter(|p| !p.is_empty()) else {
+        return url.to_owned();
+    };
+    match url.split_once("://") {
+        Some((scheme, rest)) if !rest.split('/').next().unwrap_or("").contains('@') => {
+            let encoded: String = password
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            format!("{scheme}://:{encoded}@{rest}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_with_password;
+
+    #[test]
+    fn the_password_goes_into_a_url_without_credentials() {
+        assert_eq!(url_with_password("redis://h:6379", None), "redis://h:6379");
+        assert_eq!(
+            url_with_password("redis://h:6379", Some("")),
+            "redis://h:6379"
+        );
+        assert_eq!(
+            url_with_password("rediss://h.cache.amazonaws.com:6379", Some("p@ss/w rd")),
+            "rediss://:p%40ss%2Fw%20rd@h.cache.amazonaws.com:6379"
+        );
+        assert_eq!(
+            url_with_password("redis://:own@h:6379", Some("x")),
+            "redis://:own@h:6379"
+        );
+    }
+}

@@ -28,6 +28,9 @@ pub struct ServiceArgs {
     /// Redis holding the state and carrying the signalling (`redis://` or `rediss://`).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Password of Redis AUTH, when REDIS_URL carries none (ElastiCache).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "vs:")]
     pub redis_key_prefix: String,
@@ -86,8 +89,10 @@ pub async fn build(args: &ServiceArgs) -> anyhow::Result<(Coordinator, TokenKeys
         .coordinator
         .to_config(Some(&args.default_resolutions))
         .context("invalid settings")?;
+    let redis_url =
+        crate::redis_state::url_with_password(&args.redis_url, args.redis_password.as_deref());
     let state = RedisState::connect(
-        &args.redis_url,
+        &redis_url,
         RedisStateConfig {
             prefix: args.redis_key_prefix.clone(),
             node_ttl: Duration::from_secs(args.node_ttl_seconds.max(2)),

@@ -21,3 +21,44 @@ pub fn init(debug: bool, format: &str) {
     // Already installed (tests, embedding): keep the first.
     let _ = result;
 }
+
+/// First SIGINT/SIGTERM: cancels `shutdown` (graceful). Second: exits at once.
+pub fn handle_signals(shutdown: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    tracing::error!(%err, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!("signal received: finishing (send it again to stop at once)");
+                shutdown.cancel();
+            } else {
+                tracing::warn!("second signal: stopping at once");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// A node ID when none is configured: the kind, the host name and the process ID.
+pub fn default_node_id(kind: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{kind}-{host}-{}", std::process::id())
+}

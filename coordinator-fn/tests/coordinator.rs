@@ -87,10 +87,18 @@ struct Harness {
 }
 
 async fn harness(config: CoordinatorConfig, capacity: i64) -> Harness {
+    harness_on(config, capacity, Arc::new(MemoryState::new())).await
+}
+
+async fn harness_on(
+    config: CoordinatorConfig,
+    capacity: i64,
+    state: Arc<dyn coordinator_fn::state::StateStore>,
+) -> Harness {
     let bus = Arc::new(LocalBus::new());
     let encoder_rx = bus.subscribe_encoder("encoder-1");
     let ingest_rx = bus.subscribe_ingest("ingest-1");
-    let coordinator = Coordinator::new(config, Arc::new(MemoryState::new()), bus);
+    let coordinator = Coordinator::new(config, state, bus);
     coordinator
         .register_encoder(EncoderNode {
             id: "encoder-1".into(),
@@ -258,6 +266,49 @@ async fn one_publisher_per_channel_and_capacity_is_respected_and_released() {
 
 #[tokio::test]
 async fn events_are_delivered_in_order_per_stream_with_stable_ids_across_retries() {
+    events_in_order(Arc::new(MemoryState::new())).await;
+}
+
+#[tokio::test]
+async fn events_are_delivered_in_order_from_redis_too() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut state = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(s) = coordinator_fn::redis_state::RedisState::connect(
+            &format!("redis://127.0.0.1:{port}"),
+            Default::default(),
+        )
+        .await
+        {
+            state = Some(s);
+            break;
+        }
+    }
+    events_in_order(Arc::new(state.unwrap())).await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn events_in_order(state: Arc<dyn coordinator_fn::state::StateStore>) {
     let app = WebApp::default();
     *app.failures_left.lock().unwrap() = 3;
     let base = start_webapp(app.clone()).await;
@@ -270,7 +321,7 @@ async fn events_are_delivered_in_order_per_stream_with_stable_ids_across_retries
         public_base_url: Some("https://cdn.example".into()),
         ..CoordinatorConfig::default()
     };
-    let h = harness(config, -1).await;
+    let h = harness_on(config, -1, state).await;
     let c = h.coordinator.clone();
     let shutdown = CancellationToken::new();
     let delivery = tokio::spawn({

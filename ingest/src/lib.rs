@@ -6,6 +6,8 @@
 //! - `rtmp`: the accept loop and the per-connection state machine over `rml_rtmp`'s sans-IO
 //!   handshake and `ServerSession` (the only module that touches sockets), with the hand-made
 //!   replies to the OBS commands `rml_rtmp` leaves unanswered.
+//! - [`media_http`]: the internal media endpoint encoders pull a stream from in the
+//!   distributed mode, and [`media_http::HttpMedia`], the encoder's side of it.
 //! - [`flv`]: pure FLV encoding (file header, tags, `onMetaData`) and codec-header checks.
 //! - [`relay`]: per-stream fan-out to subscribers with a bounded GOP cache, bounded queues and
 //!   keyframe resynchronisation of lagging subscribers.
@@ -19,6 +21,7 @@
 
 pub mod config;
 pub mod flv;
+pub mod media_http;
 pub mod registry;
 pub mod relay;
 mod rtmp;

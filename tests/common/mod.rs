@@ -2,6 +2,8 @@
 //! real ffmpeg publishers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod procs;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -167,6 +169,10 @@ pub struct WebApp {
     pub events: Arc<Mutex<Vec<HeaderMap>>>,
     /// Status and headers of the key verification answer.
     pub verify_answer: Arc<Mutex<VerifyAnswer>>,
+    /// Status event callbacks are answered with (200 unless a test makes the app fail).
+    pub event_status: Arc<Mutex<u16>>,
+    /// The status each recorded event callback was answered with.
+    pub event_answers: Arc<Mutex<Vec<u16>>>,
 }
 
 impl WebApp {
@@ -177,6 +183,8 @@ impl WebApp {
             verifications: Arc::default(),
             events: Arc::default(),
             verify_answer: Arc::new(Mutex::new((200, Vec::new()))),
+            event_status: Arc::new(Mutex::new(200)),
+            event_answers: Arc::default(),
         };
         let router = Router::new()
             .route(
@@ -203,8 +211,12 @@ impl WebApp {
                 post(
                     |axum::extract::State(app): axum::extract::State<WebApp>,
                      headers: HeaderMap| async move {
-                        app.events.lock().unwrap().push(headers);
-                        StatusCode::OK
+                        let status = *app.event_status.lock().unwrap();
+                        // Both lists are pushed under the events lock, so their indexes match.
+                        let mut events = app.events.lock().unwrap();
+                        events.push(headers);
+                        app.event_answers.lock().unwrap().push(status);
+                        StatusCode::from_u16(status).unwrap()
                     },
                 ),
             )

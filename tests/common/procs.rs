@@ -19,7 +19,13 @@ pub fn free_port() -> u16 {
 /// The path of a workspace binary, built first if it is missing.
 pub fn binary(name: &str) -> PathBuf {
     // target/debug/deps/<test> → target/debug/<name>
-    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let path = dir.join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -42,14 +48,23 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn start(name: &str, program: &Path, args: &[&str], env: &[(&str, String)], logs: &Path) -> Proc {
+    pub fn start(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        logs: &Path,
+    ) -> Proc {
         let mut proc = Proc {
             name: name.to_owned(),
             child: None,
             log: logs.join(format!("{name}.log")),
             program: program.to_path_buf(),
             args: args.iter().map(|a| a.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         };
         proc.spawn();
         proc
@@ -88,7 +103,9 @@ impl Proc {
         let Some(mut child) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = std::time::Instant::now() + limit;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -127,7 +144,11 @@ pub async fn wait_healthy(url: &str, proc: &Proc) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{} did not become healthy at {url}; log:\n{}", proc.name, proc.logs());
+    panic!(
+        "{} did not become healthy at {url}; log:\n{}",
+        proc.name,
+        proc.logs()
+    );
 }
 
 /// A redis-server on a free port, in memory only.
@@ -136,7 +157,16 @@ pub fn redis(logs: &Path) -> (Proc, u16) {
     let proc = Proc::start(
         "redis",
         Path::new("redis-server"),
-        &["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"],
+        &[
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         &[],
         logs,
     );

@@ -1,0 +1,214 @@
+//! `ingest`: a publish server node of the distributed mode. Takes RTMP publishers, asks the
+//! coordinator (`CONTROL_BASE_URL`) whether each may publish, serves the accepted streams to
+//! encoders on its internal media endpoint, and obeys kill commands from Redis.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+use contract::control::{IngestCommand, SourceKind};
+use contract::token::{Component, TokenKeys};
+use coordinator_fn::client::HttpControlPlane;
+use coordinator_fn::internal::Heartbeat;
+use coordinator_fn::redis_bus::{self, NodeKind};
+use coordinator_fn::state::IngestNode;
+use coordinator_fn::telemetry;
+use ingest::{Ingest, IngestConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ingest",
+    version,
+    about = "RTMP publish server node (distributed mode)"
+)]
+struct Args {
+    /// This node's ID (default: ingest-{hostname}-{pid}).
+    #[arg(long, env = "NODE_ID")]
+    node_id: Option<String>,
+    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    #[arg(long, env = "RTMP_PORT", default_value_t = 1935)]
+    rtmp_port: u16,
+    /// HTTP port: /healthz, /metrics and the internal media endpoint encoders pull from.
+    #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
+    http_port: u16,
+    /// The coordinator's HTTP base URL.
+    #[arg(long, env = "CONTROL_BASE_URL")]
+    control_base_url: String,
+    /// Shared secret of the internal calls.
+    #[arg(long, env = "CONTROL_SECRET", hide_env_values = true)]
+    control_secret: String,
+    /// Redis carrying the coordinator's commands.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Password of Redis AUTH, when REDIS_URL carries none (ElastiCache).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    redis_password: Option<String>,
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "vs:")]
+    redis_key_prefix: String,
+    /// Host publishers use to reach this node (reported in /commands/report).
+    #[arg(long, env = "EXTERNAL_IP")]
+    external_ip: Option<String>,
+    /// Port publishers use (default: RTMP_PORT).
+    #[arg(long, env = "EXTERNAL_PORT")]
+    external_port: Option<u16>,
+    /// Publishers connect with TLS (a load balancer terminates it).
+    #[arg(long, env = "EXTERNAL_SSL", default_value = "false", value_parser = contract::settings::parse_bool)]
+    external_ssl: bool,
+    /// Base URL encoders use to reach this node's HTTP port (default: this host's address).
+    #[arg(long, env = "INTERNAL_BASE_URL")]
+    internal_base_url: Option<String>,
+    #[arg(long, env = "ID_MAX_LENGTH", default_value_t = contract::DEFAULT_ID_MAX_LENGTH)]
+    id_max_length: usize,
+    /// Seconds without data after which a publisher is considered gone.
+    #[arg(long, env = "PUBLISH_IDLE_TIMEOUT_SECONDS", default_value_t = 10)]
+    publish_idle_timeout_seconds: u64,
+    #[arg(long, env = "LOG_DEBUG", default_value = "false", value_parser = contract::settings::parse_bool)]
+    log_debug: bool,
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+/// This host's address as other hosts see it: the bind address when it is specific, else the
+/// first non-loopback address the host name resolves to.
+async fn host_address(bind: IpAddr, port: u16) -> String {
+    if !bind.is_unspecified() {
+        return bind.to_string();
+    }
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    if let Ok(addrs) = tokio::net::lookup_host((host.trim(), port)).await {
+        if let Some(addr) = addrs.map(|a| a.ip()).find(|ip| !ip.is_loopback()) {
+            return addr.to_string();
+        }
+    }
+    "127.0.0.1".to_owned()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log_debug, &args.log_format);
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(|| telemetry::default_node_id("ingest"));
+    contract::validate_id("NODE_ID", &node_id, 128).context("invalid NODE_ID")?;
+    let keys = TokenKeys::new(&args.control_secret);
+    let control = HttpControlPlane::new(
+        &args.control_base_url,
+        Component::Ingest,
+        &node_id,
+        keys.clone(),
+    );
+    let ingest = Ingest::new(
+        IngestConfig {
+            node_id: node_id.clone(),
+            id_max_length: args.id_max_length,
+            idle_timeout: Duration::from_secs(args.publish_idle_timeout_seconds.max(1)),
+            ..IngestConfig::default()
+        },
+        Arc::new(control.clone()),
+    );
+
+    let rtmp_addr = SocketAddr::new(args.bind_address, args.rtmp_port);
+    let http_addr = SocketAddr::new(args.bind_address, args.http_port);
+    let rtmp = tokio::net::TcpListener::bind(rtmp_addr)
+        .await
+        .with_context(|| format!("cannot listen for RTMP on {rtmp_addr}"))?;
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let host = host_address(args.bind_address, args.http_port).await;
+    let internal_url = args.internal_base_url.clone().unwrap_or_else(|| {
+        format!(
+            "http://{host}:{}",
+            http.local_addr()
+                .map(|a| a.port())
+                .unwrap_or(args.http_port)
+        )
+    });
+
+    let shutdown = CancellationToken::new();
+    telemetry::handle_signals(shutdown.clone());
+    let rtmp_stop = CancellationToken::new();
+    let stop = CancellationToken::new();
+
+    let node = Heartbeat::Ingest(IngestNode {
+        id: node_id.clone(),
+        ip: args.external_ip.clone().unwrap_or_else(|| host.clone()),
+        port: args.external_port.unwrap_or(args.rtmp_port),
+        ssl: args.external_ssl,
+        server_type: SourceKind::Rtmp,
+        internal_url: Some(internal_url.clone()),
+    });
+    let heartbeat = tokio::spawn({
+        let control = control.clone();
+        let stop = stop.clone();
+        async move { control.heartbeat_loop(node, stop).await }
+    });
+    let (tx, mut commands) = tokio::sync::mpsc::channel::<IngestCommand>(64);
+    let subscription = tokio::spawn(redis_bus::subscribe(
+        coordinator_fn::redis_state::url_with_password(
+            &args.redis_url,
+            args.redis_password.as_deref(),
+        ),
+        args.redis_key_prefix.clone(),
+        NodeKind::Ingest,
+        node_id.clone(),
+        tx,
+        stop.clone(),
+    ));
+    tokio::spawn({
+        let ingest = ingest.clone();
+        async move {
+            while let Some(command) = commands.recv().await {
+                ingest.handle_command(command);
+            }
+        }
+    });
+    let rtmp_task = tokio::spawn({
+        let ingest = ingest.clone();
+        let stop = rtmp_stop.clone();
+        async move { ingest.serve_rtmp(rtmp, stop).await }
+    });
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get({
+                let ingest = ingest.clone();
+                move || async move {
+                    format!(
+                        "# HELP vstream_publishers Publishers connected to this ingest.\n# TYPE vstream_publishers gauge\nvstream_publishers {}\n",
+                        ingest.publishers().len()
+                    )
+                }
+            }),
+        )
+        .merge(ingest::media_http::router(ingest.clone(), keys));
+    let http_task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            axum::serve(http, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+    tracing::info!(node = %node_id, %rtmp_addr, %http_addr, internal_url = %internal_url, "ingest running");
+
+    shutdown.cancelled().await;
+    // Publishers get a clean end (publish_ended reaches the coordinator), then the rest stops.
+    rtmp_stop.cancel();
+    if let Ok(Err(err)) = rtmp_task.await {
+        tracing::warn!(%err, "RTMP listener ended with an error");
+    }
+    stop.cancel();
+    let _ = tokio::join!(heartbeat, subscription, http_task);
+    tracing::info!("stopped");
+    Ok(())
+}
