@@ -16,7 +16,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The path of a workspace binary, built first if it is missing.
+/// The path of a workspace binary (`scripts/test` builds them all before the tests run; a
+/// `cargo build` from inside `cargo test` could wait forever on cargo's lock).
 pub fn binary(name: &str) -> PathBuf {
     // target/debug/deps/<test> → target/debug/<name>
     let dir = std::env::current_exe()
@@ -27,14 +28,11 @@ pub fn binary(name: &str) -> PathBuf {
         .unwrap()
         .to_path_buf();
     let path = dir.join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", name, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build -p {name}");
-    }
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
