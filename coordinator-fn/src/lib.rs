@@ -15,6 +15,7 @@
 //! - [`internal`]: the JWT-authenticated API of ingest and encoder nodes (`/internal/*`);
 //!   [`client`]: the nodes' side of it.
 //! - [`service`]: the `coordinator-fn` binary's settings, full router and server loop.
+//! - [`secrets`]: secret settings read from AWS Secrets Manager (`SECRETS_ARN`).
 //! - [`lambda`]: serving the same router on AWS Lambda, and the scheduled maintenance call.
 //! - [`telemetry`]: log setup, signal handling and node IDs shared by the binaries.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -29,6 +30,7 @@ pub mod internal;
 pub mod lambda;
 pub mod redis_bus;
 pub mod redis_state;
+pub mod secrets;
 pub mod service;
 pub mod state;
 pub mod telemetry;

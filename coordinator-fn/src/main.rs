@@ -10,8 +10,16 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = ServiceArgs::parse();
+    let mut args = ServiceArgs::parse();
     coordinator_fn::telemetry::init(args.log_debug, &args.log_format);
+    if let Some(arn) = args.secrets_arn.clone().filter(|a| !a.is_empty()) {
+        let secrets = coordinator_fn::secrets::fetch(&arn).await?;
+        coordinator_fn::secrets::apply(&mut args, &secrets);
+        tracing::info!(
+            count = secrets.len(),
+            "secret settings read from SECRETS_ARN"
+        );
+    }
     let (coordinator, keys) = service::build(&args).await?;
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         let router = service::router(coordinator.clone(), keys, true);

@@ -37,9 +37,13 @@ pub struct ServiceArgs {
     /// Seconds a node stays registered after its last heartbeat (nodes beat every 5 s).
     #[arg(long, env = "NODE_TTL_SECONDS", default_value_t = 15)]
     pub node_ttl_seconds: u64,
-    /// Shared secret of the internal calls (HS256 JWT).
+    /// Shared secret of the internal calls (HS256 JWT), at least 16 characters.
     #[arg(long, env = "CONTROL_SECRET", hide_env_values = true)]
-    pub control_secret: String,
+    pub control_secret: Option<String>,
+    /// ARN of a Secrets Manager secret holding secret settings by name (JSON object), read at
+    /// start; values set in the environment win.
+    #[arg(long, env = "SECRETS_ARN")]
+    pub secrets_arn: Option<String>,
     /// Ladder used when no KEY_VERIFICATION_URL is set.
     #[arg(long, env = "DEFAULT_RESOLUTIONS", default_value = "ORIGINAL")]
     pub default_resolutions: String,
@@ -82,8 +86,9 @@ pub fn router(coordinator: Coordinator, keys: TokenKeys, inline_delivery: bool) 
 
 /// Connects to Redis and builds the coordinator.
 pub async fn build(args: &ServiceArgs) -> anyhow::Result<(Coordinator, TokenKeys)> {
-    if args.control_secret.len() < 16 {
-        anyhow::bail!("CONTROL_SECRET must be at least 16 characters");
+    let control_secret = args.control_secret.as_deref().unwrap_or("");
+    if control_secret.len() < 16 {
+        anyhow::bail!("CONTROL_SECRET must be set, with at least 16 characters");
     }
     let config = args
         .coordinator
@@ -103,7 +108,7 @@ pub async fn build(args: &ServiceArgs) -> anyhow::Result<(Coordinator, TokenKeys
     let bus = Arc::new(RedisBus::new(state.clone()));
     Ok((
         Coordinator::new(config, Arc::new(state), bus),
-        TokenKeys::new(&args.control_secret),
+        TokenKeys::new(control_secret),
     ))
 }
 
