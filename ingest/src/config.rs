@@ -31,6 +31,8 @@ pub struct IngestConfig {
     /// 32 MiB in the worst case (one 16 MiB RTMP message being reassembled), so this bounds the
     /// memory a flood of bad clients can take. Default 256.
     pub max_connections: usize,
+    /// How often the RTMPS certificate and key files are checked for changes. Default 5 s.
+    pub tls_reload_interval: Duration,
 }
 
 impl Default for IngestConfig {
@@ -43,6 +45,7 @@ impl Default for IngestConfig {
             gop_cache_max_bytes: 16 * 1024 * 1024,
             relay_queue_len: 1024,
             max_connections: 256,
+            tls_reload_interval: Duration::from_secs(5),
         }
     }
 }

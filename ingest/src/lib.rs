@@ -1,30 +1,44 @@
-//! The ingest node: takes publishers over RTMP, asks the coordinator whether each publish may
-//! start, holds the accepted streams and relays them, as FLV, to the encoders.
+//! The ingest node: takes publishers over RTMP, RTMPS and WebSocket (browsers), asks the
+//! coordinator whether each publish may start, holds the accepted streams and relays them to the
+//! encoders (FLV for RTMP, the recorded WebM / MP4 bytes for browsers).
 //!
 //! # Layout
 //! - [`config`]: [`IngestConfig`], the node's settings and their defaults.
 //! - `rtmp`: the accept loop and the per-connection state machine over `rml_rtmp`'s sans-IO
 //!   handshake and `ServerSession` (the only module that touches sockets), with the hand-made
-//!   replies to the OBS commands `rml_rtmp` leaves unanswered.
+//!   replies to the OBS commands `rml_rtmp` leaves unanswered. The same code serves RTMPS over
+//!   a TLS stream.
+//! - [`tls`]: [`TlsCert`], the RTMPS certificate and key, reloaded when their files change.
+//! - [`ws`]: the WebSocket publish server ([`ws::WsServer`], settings [`ws::WsArgs`]).
+//! - `publish`: the publish lifecycle both servers share (channel reservation, decision, the
+//!   end reported once).
 //! - [`media_http`]: the internal media endpoint encoders pull a stream from in the
 //!   distributed mode, and [`media_http::HttpMedia`], the encoder's side of it.
 //! - [`flv`]: pure FLV encoding (file header, tags, `onMetaData`) and codec-header checks.
 //! - [`relay`]: per-stream fan-out to subscribers with a bounded GOP cache, bounded queues and
 //!   keyframe resynchronisation of lagging subscribers.
+//! - [`container`]: pure scanning of browser recordings (WebM, fragmented MP4): the header, and
+//!   the points a decoder can start at; [`container_relay`]: their fan-out, bounded in bytes.
 //! - [`registry`]: channel → publisher map (one publisher per channel on this node), the
 //!   source of [`Ingest::publishers`] and of kill commands.
 //!
-//! [`Ingest`] ties them together: [`Ingest::serve_rtmp`] runs a listener,
+//! [`Ingest`] ties them together: [`Ingest::serve_rtmp`] / [`Ingest::serve_rtmps`] run a
+//! listener, [`ws::WsServer`] the WebSocket route,
 //! [`Ingest::open_media`] (or [`LocalMedia`] as a `MediaSource`) gives an encoder a stream's
 //! media, [`Ingest::handle_command`] executes the coordinator's kill commands.
-#![forbid(clippy::print_stdout, clippy::print_stderr)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod config;
+pub mod container;
+pub mod container_relay;
 pub mod flv;
 pub mod media_http;
+mod publish;
 pub mod registry;
 pub mod relay;
 mod rtmp;
+pub mod tls;
+pub mod ws;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -41,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::IngestConfig;
 pub use registry::PublisherInfo;
+pub use tls::TlsCert;
 
 use registry::Registry;
 
@@ -85,7 +100,28 @@ impl Ingest {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        rtmp::serve(Arc::clone(&self.inner), listener, shutdown).await
+        rtmp::serve(Arc::clone(&self.inner), listener, shutdown, None).await
+    }
+
+    /// Like [`Ingest::serve_rtmp`], for RTMPS: every connection starts with a TLS handshake
+    /// with `cert`, whose files are polled every `IngestConfig::tls_reload_interval` and
+    /// reloaded when they change (new connections use the new pair; a broken pair is logged
+    /// and the previous one kept).
+    pub async fn serve_rtmps(
+        &self,
+        listener: TcpListener,
+        cert: TlsCert,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let watch = tokio::spawn({
+            let cert = cert.clone();
+            let every = self.inner.config.tls_reload_interval;
+            let shutdown = shutdown.clone();
+            async move { cert.watch(every, shutdown).await }
+        });
+        let served = rtmp::serve(Arc::clone(&self.inner), listener, shutdown, Some(cert)).await;
+        watch.abort();
+        served
     }
 
     /// The media of a stream held here, as an FLV byte stream that a decoder can start on:

@@ -13,12 +13,58 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use contract::control::SourceKind;
+use contract::control::{MediaStream, SourceKind};
 use contract::StreamId;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::container_relay::ContainerRelay;
 use crate::relay::Relay;
+
+/// The relay of a live stream: FLV for RTMP sources, the recorded container's bytes for
+/// WebSocket (browser) sources.
+#[derive(Clone)]
+pub(crate) enum StreamRelay {
+    Flv(Arc<Relay>),
+    Container(Arc<ContainerRelay>),
+}
+
+impl StreamRelay {
+    pub fn flv(&self) -> Option<&Relay> {
+        match self {
+            StreamRelay::Flv(relay) => Some(relay),
+            StreamRelay::Container(_) => None,
+        }
+    }
+
+    pub fn subscribe(&self) -> Option<MediaStream> {
+        match self {
+            StreamRelay::Flv(relay) => relay.subscribe(),
+            StreamRelay::Container(relay) => relay.subscribe(),
+        }
+    }
+
+    pub fn close(&self) {
+        match self {
+            StreamRelay::Flv(relay) => relay.close(),
+            StreamRelay::Container(relay) => relay.close(),
+        }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        match self {
+            StreamRelay::Flv(relay) => relay.subscriber_count(),
+            StreamRelay::Container(relay) => relay.subscriber_count(),
+        }
+    }
+
+    pub fn lag_skips(&self) -> u64 {
+        match self {
+            StreamRelay::Flv(relay) => relay.lag_skips(),
+            StreamRelay::Container(relay) => relay.lag_skips(),
+        }
+    }
+}
 
 /// A live publisher, as reported by [`crate::Ingest::publishers`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +85,7 @@ pub struct PublisherInfo {
 /// What a live entry holds.
 pub(crate) struct Live {
     pub stream_id: StreamId,
-    pub relay: Arc<Relay>,
+    pub relay: StreamRelay,
     pub remote_addr: SocketAddr,
     pub source: SourceKind,
     pub started_at: SystemTime,
@@ -161,9 +207,9 @@ impl Registry {
         }
     }
 
-    pub fn relay(&self, stream_id: &StreamId) -> Option<Arc<Relay>> {
+    pub fn relay(&self, stream_id: &StreamId) -> Option<StreamRelay> {
         self.lock().values().find_map(|e| match &e.state {
-            EntryState::Live(live) if &live.stream_id == stream_id => Some(Arc::clone(&live.relay)),
+            EntryState::Live(live) if &live.stream_id == stream_id => Some(live.relay.clone()),
             _ => None,
         })
     }
@@ -229,13 +275,13 @@ mod tests {
     fn live(stream_id: &StreamId) -> Live {
         Live {
             stream_id: stream_id.clone(),
-            relay: Relay::new(
+            relay: StreamRelay::Flv(Relay::new(
                 stream_id.clone(),
                 RelayConfig {
                     gop_cache_max_bytes: 1024,
                     queue_len: 4,
                 },
-            ),
+            )),
             remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
             source: SourceKind::Rtmp,
             started_at: SystemTime::now(),

@@ -1,5 +1,6 @@
 //! RTMP publish connections: the accept loop and one task per connection driving
-//! `rml_rtmp`'s sans-IO handshake and `ServerSession` over a `TcpStream`.
+//! `rml_rtmp`'s sans-IO handshake and `ServerSession` over a `TcpStream`, or over a TLS stream
+//! on top of it for RTMPS (the connection code is generic over the stream).
 //!
 //! A connection goes: handshake → `connect` (always accepted; the app is checked at publish)
 //! → `publish` (channel and key validated, channel reserved locally, the coordinator asked
@@ -24,12 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use contract::control::{PublishGrant, PublishRefusal, PublishRequest, SourceKind};
-use contract::{validate_id, StreamId};
+use contract::validate_id;
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{timeout, Instant};
@@ -37,8 +38,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::registry::{Live, Reservation};
+use crate::publish::{decide, report_end, Decision, EndReason, PublishGuard};
+use crate::registry::{Live, StreamRelay};
 use crate::relay::{Relay, RelayConfig};
+use crate::tls::TlsCert;
 use crate::Inner;
 
 const BAD_NAME: &str = "NetStream.Publish.BadName";
@@ -77,47 +80,19 @@ enum Exit {
     Shutdown,
 }
 
-/// Why a publish ended (for logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EndReason {
-    Unpublished,
-    PeerClosed,
-    Killed,
-    Shutdown,
-    Error,
-    IdleTimeout,
-    Abandoned,
-}
-
-impl EndReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Unpublished => "unpublished",
-            EndReason::PeerClosed => "connection closed",
-            EndReason::Killed => "killed",
-            EndReason::Shutdown => "shutdown",
-            EndReason::Error => "connection error",
-            EndReason::IdleTimeout => "idle timeout",
-            EndReason::Abandoned => "abandoned",
-        }
-    }
-}
-
-/// Result of a publish decision.
-enum Decision {
-    Granted(PublishGrant),
-    Refused(PublishRefusal),
-    TimedOut,
-}
-
 /// Accept loop; see [`crate::Ingest::serve_rtmp`].
+///
+/// With `tls`, every connection first completes a TLS handshake (RTMPS) with the certificate
+/// current at accept time, within the idle timeout.
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     listener: TcpListener,
     shutdown: CancellationToken,
+    tls: Option<TlsCert>,
 ) -> io::Result<()> {
     let tracker = TaskTracker::new();
-    info!(addr = ?listener.local_addr().ok(), node = %inner.config.node_id, "RTMP ingest listening");
+    let protocol = if tls.is_some() { "RTMPS" } else { "RTMP" };
+    info!(addr = ?listener.local_addr().ok(), node = %inner.config.node_id, "{protocol} ingest listening");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -126,21 +101,49 @@ pub(crate) async fn serve(
         match accepted {
             Ok((socket, peer)) => {
                 let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
-                    warn!(%peer, limit = inner.config.max_connections, "too many RTMP connections; closing the new one");
+                    warn!(%peer, limit = inner.config.max_connections, "too many {protocol} connections; closing the new one");
                     continue;
                 };
                 let conn_id = inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
                 let inner = Arc::clone(&inner);
                 let cancel = shutdown.child_token();
                 let shutdown = shutdown.clone();
+                let acceptor = tls.as_ref().map(TlsCert::acceptor);
                 tracker.spawn(async move {
-                    handle_connection(inner, socket, peer, conn_id, cancel, shutdown).await;
+                    prepare_socket(&socket, inner.config.idle_timeout);
+                    match acceptor {
+                        None => {
+                            handle_connection(inner, socket, peer, conn_id, cancel, shutdown).await
+                        }
+                        Some(acceptor) => {
+                            let limit = inner.config.idle_timeout;
+                            let handshake = timeout(limit, acceptor.accept(socket));
+                            let stream = tokio::select! {
+                                _ = cancel.cancelled() => None,
+                                done = handshake => match done {
+                                    Ok(Ok(stream)) => Some(stream),
+                                    Ok(Err(err)) => {
+                                        info!(%peer, %err, "RTMPS: TLS handshake failed");
+                                        None
+                                    }
+                                    Err(_) => {
+                                        info!(%peer, ?limit, "RTMPS: TLS handshake not completed in time");
+                                        None
+                                    }
+                                },
+                            };
+                            if let Some(stream) = stream {
+                                handle_connection(inner, stream, peer, conn_id, cancel, shutdown)
+                                    .await;
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
             Err(err) => {
                 // ECONNABORTED, EMFILE...: keep serving, without spinning.
-                warn!(%err, "RTMP accept failed");
+                warn!(%err, "{protocol} accept failed");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -149,9 +152,9 @@ pub(crate) async fn serve(
         }
     }
     tracker.close();
-    debug!(connections = tracker.len(), "RTMP ingest stopping");
+    debug!(connections = tracker.len(), "{protocol} ingest stopping");
     tracker.wait().await;
-    info!("RTMP ingest stopped");
+    info!("{protocol} ingest stopped");
     Ok(())
 }
 
@@ -173,18 +176,14 @@ struct Deciding {
     skip_all,
     fields(peer = %peer, conn_id = conn_id, channel = tracing::field::Empty, stream_id = tracing::field::Empty)
 )]
-async fn handle_connection(
+async fn handle_connection<S: AsyncRead + AsyncWrite + Unpin + Send>(
     inner: Arc<Inner>,
-    socket: TcpStream,
+    socket: S,
     peer: SocketAddr,
     conn_id: u64,
     cancel: CancellationToken,
     shutdown: CancellationToken,
 ) {
-    if let Err(err) = set_keepalive(&socket, inner.config.idle_timeout) {
-        debug!(%err, "TCP keepalive not set");
-    }
-    let _ = socket.set_nodelay(true);
     debug!("RTMP connection accepted");
 
     let mut publish = Publish::Idle {
@@ -248,6 +247,14 @@ async fn handle_connection(
     }
 }
 
+/// Keepalive (a dead peer is noticed even while nothing is sent) and no Nagle delay.
+fn prepare_socket(socket: &TcpStream, idle: Duration) {
+    if let Err(err) = set_keepalive(socket, idle) {
+        debug!(%err, "TCP keepalive not set");
+    }
+    let _ = socket.set_nodelay(true);
+}
+
 fn set_keepalive(socket: &TcpStream, idle: Duration) -> io::Result<()> {
     let keepalive = socket2::TcpKeepalive::new().with_time(idle.max(Duration::from_secs(1)));
     #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
@@ -275,9 +282,9 @@ fn refusal_code(refusal: &PublishRefusal) -> &'static str {
     }
 }
 
-struct Connection<'a> {
+struct Connection<'a, S> {
     inner: Arc<Inner>,
-    socket: TcpStream,
+    socket: S,
     peer: SocketAddr,
     conn_id: u64,
     /// Cancelled to kill this connection (command or shutdown).
@@ -303,7 +310,7 @@ enum Flow {
     Close(Exit),
 }
 
-impl Connection<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     async fn run(
         &mut self,
         cancel: &CancellationToken,
@@ -522,22 +529,22 @@ impl Connection<'_> {
                 self.end_publish(EndReason::Unpublished).await;
             }
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
-                if let Publish::Live(guard) = &*self.publish {
-                    guard.relay.set_metadata(&metadata);
+                if let Some(relay) = self.live_relay() {
+                    relay.set_metadata(&metadata);
                 }
             }
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..
             } => {
-                if let Publish::Live(guard) = &*self.publish {
-                    guard.relay.push_video(timestamp.value, &data);
+                if let Some(relay) = self.live_relay() {
+                    relay.push_video(timestamp.value, &data);
                 }
             }
             ServerSessionEvent::AudioDataReceived {
                 data, timestamp, ..
             } => {
-                if let Publish::Live(guard) = &*self.publish {
-                    guard.relay.push_audio(timestamp.value, &data);
+                if let Some(relay) = self.live_relay() {
+                    relay.push_audio(timestamp.value, &data);
                 }
             }
             ServerSessionEvent::UnhandleableAmf0Command {
@@ -692,9 +699,10 @@ impl Connection<'_> {
                 queue_len: inner.config.relay_queue_len,
             },
         );
+        let relay = StreamRelay::Flv(relay);
         let live = Live {
             stream_id: grant.stream_id.clone(),
-            relay: Arc::clone(&relay),
+            relay: relay.clone(),
             remote_addr: self.peer,
             source: SourceKind::Rtmp,
             started_at: SystemTime::now(),
@@ -736,6 +744,14 @@ impl Connection<'_> {
         }
     }
 
+    /// The FLV relay of the live publish, if any.
+    fn live_relay(&self) -> Option<&Relay> {
+        match &*self.publish {
+            Publish::Live(guard) => guard.relay.flv(),
+            _ => None,
+        }
+    }
+
     async fn end_publish(&mut self, reason: EndReason) {
         if let Publish::Live(_) = self.publish {
             let state = std::mem::replace(
@@ -762,118 +778,6 @@ async fn publish_wake(publish: &mut Publish, idle: Duration) -> Wake {
         Publish::Deciding(d) => Wake::Decided((&mut d.handle).await),
         Publish::Live(_) => std::future::pending().await,
     }
-}
-
-/// Reserves the channel (waiting, bounded, for a previous publisher's end to be reported)
-/// and asks the coordinator.
-async fn decide(
-    inner: Arc<Inner>,
-    request: PublishRequest,
-    conn_id: u64,
-    kill: CancellationToken,
-) -> Decision {
-    let limit = inner.config.publish_decision_timeout;
-    loop {
-        match inner
-            .registry
-            .reserve(&request.channel, conn_id, kill.clone())
-        {
-            Reservation::Reserved => break,
-            Reservation::Busy => {
-                debug!("channel held by another publisher on this node");
-                return Decision::Refused(PublishRefusal::AlreadyPublishing);
-            }
-            Reservation::WaitForEnd(done) => {
-                if timeout(limit, done.cancelled()).await.is_err() {
-                    return Decision::Refused(PublishRefusal::AlreadyPublishing);
-                }
-            }
-        }
-    }
-    match timeout(limit, inner.control.publish(request)).await {
-        Ok(Ok(grant)) => Decision::Granted(grant),
-        Ok(Err(refusal)) => Decision::Refused(refusal),
-        Err(_) => Decision::TimedOut,
-    }
-}
-
-/// Reports the end of a granted publish to the coordinator (bounded wait, errors logged).
-async fn report_end(inner: &Inner, channel: &str, stream_id: &StreamId, reason: EndReason) {
-    info!(%channel, %stream_id, reason = reason.as_str(), "publish ended");
-    let limit = inner.config.publish_decision_timeout;
-    match timeout(limit, inner.control.publish_ended(channel, stream_id)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => warn!(%channel, %stream_id, %err, "could not report the end of a publish"),
-        Err(_) => warn!(%channel, %stream_id, ?limit, "reporting the end of a publish timed out"),
-    }
-}
-
-/// A live publish. Ending it closes the relay, reports the end to the coordinator once and
-/// frees the channel; if it is dropped without [`PublishGuard::end`] (a panic), the same is
-/// done from a spawned task.
-struct PublishGuard {
-    inner: Arc<Inner>,
-    channel: String,
-    stream_id: StreamId,
-    conn_id: u64,
-    relay: Arc<Relay>,
-    ended: bool,
-}
-
-impl PublishGuard {
-    async fn end(mut self, reason: EndReason) {
-        self.ended = true;
-        finish(
-            Arc::clone(&self.inner),
-            self.channel.clone(),
-            self.stream_id.clone(),
-            self.conn_id,
-            Arc::clone(&self.relay),
-            reason,
-        )
-        .await;
-    }
-}
-
-impl Drop for PublishGuard {
-    fn drop(&mut self) {
-        if self.ended {
-            return;
-        }
-        let end = finish(
-            Arc::clone(&self.inner),
-            self.channel.clone(),
-            self.stream_id.clone(),
-            self.conn_id,
-            Arc::clone(&self.relay),
-            EndReason::Error,
-        );
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(end);
-            }
-            Err(_) => {
-                self.relay.close();
-                self.inner
-                    .registry
-                    .finish_ending(&self.channel, self.conn_id);
-            }
-        }
-    }
-}
-
-async fn finish(
-    inner: Arc<Inner>,
-    channel: String,
-    stream_id: StreamId,
-    conn_id: u64,
-    relay: Arc<Relay>,
-    reason: EndReason,
-) {
-    relay.close();
-    inner.registry.begin_ending(&channel, conn_id);
-    report_end(&inner, &channel, &stream_id, reason).await;
-    inner.registry.finish_ending(&channel, conn_id);
 }
 
 #[cfg(test)]
