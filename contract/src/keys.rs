@@ -54,6 +54,30 @@ pub fn init_segment(channel: &str, stream_id: &StreamId, rendition: &str) -> Str
     format!("hls/{channel}/{stream_id}/{rendition}/init.mp4")
 }
 
+/// The name of the fMP4 initialization segment written by ffmpeg run `run` of a stream,
+/// relative to the rendition folder: `init.mp4` for the first run, `init-{run}.mp4` after a
+/// restart (objects are immutable: a new run's init segment never replaces the old one).
+pub fn init_segment_name(run: u32) -> String {
+    if run == 0 {
+        "init.mp4".to_owned()
+    } else {
+        format!("init-{run}.mp4")
+    }
+}
+
+/// `hls/{CHANNEL}/{STREAM_ID}/{RENDITION}/init.mp4`, or `init-{run}.mp4` after a restart.
+pub fn init_segment_of_run(
+    channel: &str,
+    stream_id: &StreamId,
+    rendition: &str,
+    run: u32,
+) -> String {
+    format!(
+        "hls/{channel}/{stream_id}/{rendition}/{}",
+        init_segment_name(run)
+    )
+}
+
 /// `hls/{CHANNEL}/{STREAM_ID}/{RENDITION}/live.m3u8`
 pub fn live_playlist(channel: &str, stream_id: &StreamId, rendition: &str) -> String {
     format!("hls/{channel}/{stream_id}/{rendition}/live.m3u8")
@@ -122,6 +146,14 @@ mod tests {
             format!("hls/c/{id}/640x360-30/vod-2.m3u8")
         );
         assert_eq!(master_playlist("c", &id), format!("hls/c/{id}/master.m3u8"));
+        assert_eq!(
+            init_segment_of_run("c", &id, "640x360-30", 0),
+            init_segment("c", &id, "640x360-30")
+        );
+        assert_eq!(
+            init_segment_of_run("c", &id, "640x360-30", 2),
+            format!("hls/c/{id}/640x360-30/init-2.mp4")
+        );
         assert_eq!(
             preview_image("c", &id, "256x144-2", 3),
             format!("img-preview/c/{id}/256x144-2/3.jpg")

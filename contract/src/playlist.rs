@@ -4,6 +4,14 @@
 //! `EXT-X-DISCONTINUITY-SEQUENCE` account for the segments that left the window, the
 //! `EXT-X-PLAYLIST-TYPE` of a VOD playlist never changes (`EVENT`, then `EXT-X-ENDLIST` when it is
 //! complete), and `EXT-X-ENDLIST` appears only when the stream ended.
+//!
+//! `EXT-X-MEDIA-SEQUENCE` of a live playlist is positional (the number of segments that left the
+//! window), so a segment keeps its media sequence number across reloads even when segment
+//! numbers have gaps (segments dropped while the store was down, marked by a discontinuity).
+//! RFC 8216 also says the target duration must not change; the encoder forces a keyframe every
+//! `HLS_TIME_SECONDS`, so segments are never longer than that plus a frame and the announced
+//! target rarely moves; if a longer segment comes anyway, covering it (players stall on a
+//! segment longer than the target) wins over keeping the value.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -21,6 +29,10 @@ pub struct SegmentEntry {
     pub discontinuity: bool,
     /// URI relative to the playlist (`{index}.ts`).
     pub uri: String,
+    /// The fMP4 initialization segment this segment needs (`init.mp4`), relative to the
+    /// playlist; `None` for MPEG-TS. An `EXT-X-MAP` is written before the first segment and
+    /// wherever it changes (a new ffmpeg run writes a new one).
+    pub map_uri: Option<String>,
 }
 
 /// Formats milliseconds since the epoch as an ISO 8601 UTC timestamp with milliseconds.
@@ -55,7 +67,8 @@ fn ceil_duration(duration: f64) -> u64 {
 /// What every media playlist of a rendition shares.
 #[derive(Debug, Clone)]
 pub struct MediaPlaylistHeader {
-    /// `EXT-X-MAP` URI for fMP4 renditions (`init.mp4`).
+    /// `EXT-X-MAP` URI for fMP4 renditions (`init.mp4`): selects version 6, and is the map of
+    /// segments that do not name their own ([`SegmentEntry::map_uri`]).
     pub map_uri: Option<String>,
 }
 
@@ -82,15 +95,29 @@ fn write_header(
         let _ = writeln!(out, "#EXT-X-PLAYLIST-TYPE:{kind}");
     }
     let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS");
-    if let Some(uri) = &header.map_uri {
-        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{uri}\"");
+}
+
+/// Writes the segments, with an `EXT-X-MAP` before the first one and wherever the map changes.
+fn write_segments<'a>(
+    out: &mut String,
+    header: &MediaPlaylistHeader,
+    segments: impl IntoIterator<Item = &'a SegmentEntry>,
+) {
+    let mut current: Option<&str> = None;
+    for segment in segments {
+        let map = segment.map_uri.as_deref().or(header.map_uri.as_deref());
+        if segment.discontinuity {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+        }
+        if let Some(uri) = map.filter(|&uri| current != Some(uri)) {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{uri}\"");
+        }
+        current = map;
+        write_segment(out, segment);
     }
 }
 
 fn write_segment(out: &mut String, segment: &SegmentEntry) {
-    if segment.discontinuity {
-        let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
-    }
     let _ = writeln!(
         out,
         "#EXT-X-PROGRAM-DATE-TIME:{}",
@@ -107,6 +134,9 @@ pub struct LivePlaylist {
     window: usize,
     segments: VecDeque<SegmentEntry>,
     target: u64,
+    /// Media sequence number of the first segment in the window: the number of segments that
+    /// left it (positional, so a segment keeps its number even when segment numbers have gaps).
+    media_sequence: u64,
     discontinuity_sequence: u64,
     ended: bool,
 }
@@ -120,6 +150,7 @@ impl LivePlaylist {
             window: window.max(1),
             segments: VecDeque::new(),
             target: ceil_duration(target_seconds),
+            media_sequence: 0,
             discontinuity_sequence: 0,
             ended: false,
         }
@@ -132,6 +163,7 @@ impl LivePlaylist {
         let mut evicted = Vec::new();
         while self.segments.len() > self.window {
             if let Some(old) = self.segments.pop_front() {
+                self.media_sequence += 1;
                 evicted.push(old);
             }
             // The discontinuity tag of a segment that left is counted in the sequence.
@@ -160,18 +192,15 @@ impl LivePlaylist {
 
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(128 + self.segments.len() * 96);
-        let media_sequence = self.segments.front().map_or(0, |s| s.index);
         write_header(
             &mut out,
             &self.header,
             self.target,
-            media_sequence,
+            self.media_sequence,
             self.discontinuity_sequence,
             None,
         );
-        for segment in &self.segments {
-            write_segment(&mut out, segment);
-        }
+        write_segments(&mut out, &self.header, &self.segments);
         if self.ended {
             let _ = writeln!(out, "#EXT-X-ENDLIST");
         }
@@ -236,9 +265,7 @@ impl VodPlaylist {
             0,
             Some("EVENT"),
         );
-        for segment in &self.segments {
-            write_segment(&mut out, segment);
-        }
+        write_segments(&mut out, &self.header, &self.segments);
         if self.ended {
             let _ = writeln!(out, "#EXT-X-ENDLIST");
         }
@@ -262,17 +289,41 @@ pub struct Variant {
     pub frame_rate: f64,
 }
 
+/// `BANDWIDTH` values that grow with the picture: each variant's is raised above every smaller
+/// variant's. Players rank variants by `BANDWIDTH`; a measured peak can invert that order (an
+/// easy source at a quality setting can cost less than a small rendition at its fixed rate), and
+/// raising a value keeps it the upper bound RFC 8216 asks for.
+fn ordered_bandwidths(variants: &[Variant]) -> Vec<u64> {
+    let size = |v: &Variant| (u64::from(v.width) * u64::from(v.height), v.frame_rate);
+    variants
+        .iter()
+        .map(|v| {
+            let floor = variants
+                .iter()
+                .filter(|o| {
+                    let (area, fps) = size(o);
+                    let (own_area, own_fps) = size(v);
+                    area < own_area || (area == own_area && fps < own_fps)
+                })
+                .map(|o| o.bandwidth + 1)
+                .max()
+                .unwrap_or(0);
+            v.bandwidth.max(floor)
+        })
+        .collect()
+}
+
 /// Renders the multivariant playlist. `fmp4` selects version 6 (as the media playlists use).
 pub fn render_master(variants: &[Variant], fmp4: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "#EXTM3U");
     let _ = writeln!(out, "#EXT-X-VERSION:{}", if fmp4 { 6 } else { 3 });
     let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS");
-    for v in variants {
+    for (v, bandwidth) in variants.iter().zip(ordered_bandwidths(variants)) {
         let _ = writeln!(
             out,
             "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\",RESOLUTION={}x{},FRAME-RATE={:.3}",
-            v.bandwidth, v.average_bandwidth, v.codecs, v.width, v.height, v.frame_rate
+            bandwidth, v.average_bandwidth, v.codecs, v.width, v.height, v.frame_rate
         );
         let _ = writeln!(out, "{}", v.uri);
     }
@@ -291,6 +342,7 @@ mod tests {
             program_date_time_ms: 1_764_000_000_000 + index * 3000,
             discontinuity,
             uri: format!("{index}.ts"),
+            map_uri: None,
         }
     }
 
@@ -389,6 +441,95 @@ mod tests {
         assert_eq!(
             p.segments[0].map.as_ref().map(|m| m.uri.as_str()),
             Some("init.mp4")
+        );
+    }
+
+    #[test]
+    fn media_sequence_is_positional_when_segment_numbers_have_gaps() {
+        // Segments 2 and 3 were never stored (dropped while the store was down).
+        let mut live = LivePlaylist::new(MediaPlaylistHeader { map_uri: None }, 2, 3.0);
+        for (index, discontinuity) in [(0, false), (1, false), (4, true)] {
+            live.push(seg(index, 3.0, discontinuity));
+        }
+        let p = parse_media(&live.render());
+        assert_eq!(p.media_sequence, 1);
+        assert!(p.segments[1].discontinuity);
+        live.push(seg(5, 3.0, false));
+        let p = parse_media(&live.render());
+        // 4.ts is the third segment ever listed: its media sequence number is 2, and stays 2.
+        assert_eq!(p.media_sequence, 2);
+        assert_eq!(p.segments[0].uri, "4.ts");
+        // Its break is now counted in the discontinuity sequence.
+        assert_eq!(p.discontinuity_sequence, 1);
+        live.push(seg(6, 3.0, false));
+        let p = parse_media(&live.render());
+        assert_eq!((p.media_sequence, p.discontinuity_sequence), (3, 1));
+        assert_eq!(p.segments[0].uri, "5.ts");
+    }
+
+    #[test]
+    fn a_new_init_segment_gets_its_own_map_after_the_break() {
+        let header = MediaPlaylistHeader {
+            map_uri: Some("init.mp4".into()),
+        };
+        let fmp4 = |index: u64, discontinuity: bool, map: &str| SegmentEntry {
+            uri: format!("{index}.m4s"),
+            map_uri: Some(map.into()),
+            ..seg(index, 3.0, discontinuity)
+        };
+        let mut live = LivePlaylist::new(header, 3, 3.0);
+        live.push(fmp4(0, false, "init.mp4"));
+        live.push(fmp4(1, false, "init.mp4"));
+        live.push(fmp4(2, true, "init-1.mp4"));
+        let text = live.render();
+        assert_eq!(text.matches("#EXT-X-MAP").count(), 2, "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n"));
+        let p = parse_media(&text);
+        let maps: Vec<_> = p
+            .segments
+            .iter()
+            .map(|s| s.map.as_ref().map(|m| m.uri.clone()))
+            .collect();
+        assert_eq!(
+            maps,
+            [Some("init.mp4".into()), None, Some("init-1.mp4".into())]
+        );
+        // Once the window slid past the break, the first segment names the new map.
+        live.push(fmp4(3, false, "init-1.mp4"));
+        live.push(fmp4(4, false, "init-1.mp4"));
+        let text = live.render();
+        assert_eq!(text.matches("#EXT-X-MAP").count(), 1, "{text}");
+        assert!(text.contains("#EXT-X-MAP:URI=\"init-1.mp4\""));
+    }
+
+    #[test]
+    fn a_larger_picture_never_announces_less_bandwidth_than_a_smaller_one() {
+        let variant = |w: u32, h: u32, bandwidth: u64| Variant {
+            uri: format!("{w}x{h}/live.m3u8"),
+            bandwidth,
+            average_bandwidth: bandwidth / 2,
+            codecs: "avc1.64001f".into(),
+            width: w,
+            height: h,
+            frame_rate: 30.0,
+        };
+        let text = render_master(
+            &[variant(640, 360, 287_000), variant(320, 180, 428_000)],
+            false,
+        );
+        let master = match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+            Ok(Playlist::MasterPlaylist(m)) => m,
+            other => panic!("not a master playlist: {other:?}"),
+        };
+        assert_eq!(
+            master.variants[0].bandwidth, 428_001,
+            "raised above the smaller picture"
+        );
+        assert_eq!(master.variants[1].bandwidth, 428_000, "unchanged");
+        assert_eq!(
+            master.variants[0].average_bandwidth,
+            Some(143_500),
+            "the measured average stays"
         );
     }
 

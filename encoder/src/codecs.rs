@@ -1,6 +1,7 @@
 //! RFC 6381 codec strings for the master playlist's `CODECS`, read from what the encoder
 //! actually produced: the H.264 sequence parameter set (SPS) in the first segment gives
-//! `avc1.PPCCLL` (profile_idc, constraint flags, level_idc).
+//! `avc1.PPCCLL` (profile_idc, constraint flags, level_idc); for fMP4, whose segments carry no
+//! in-band SPS, the `avcC` box of the initialization segment gives the same three bytes.
 
 /// Used when no SPS can be found: High profile, level 4.0 (what most players accept).
 pub const FALLBACK_AVC: &str = "avc1.640028";
@@ -28,6 +29,33 @@ pub fn avc_codec_from_annex_b(data: &[u8]) -> Option<String> {
         };
         let is_sps = header & 0x1f == 7 && header & 0x80 == 0 && header & 0x60 != 0;
         if is_sps
+            && KNOWN_PROFILES.contains(&profile)
+            && constraints & 0x03 == 0
+            && (9..=62).contains(&level)
+        {
+            return Some(format!("avc1.{profile:02x}{constraints:02x}{level:02x}"));
+        }
+    }
+    None
+}
+
+/// Reads `avc1.PPCCLL` from the `avcC` box (AVCDecoderConfigurationRecord) of an MP4
+/// initialization segment: fMP4 segments carry no in-band SPS, the init segment does. The
+/// record is `configurationVersion` (1), `AVCProfileIndication`, `profile_compatibility`,
+/// `AVCLevelIndication`; a candidate is accepted under the same checks as an SPS.
+pub fn avc_codec_from_avcc(init: &[u8]) -> Option<String> {
+    let mut from = 0;
+    while let Some(pos) = init
+        .get(from..)?
+        .windows(4)
+        .position(|w| w == b"avcC")
+        .map(|p| from + p)
+    {
+        from = pos + 4;
+        let Some(&[version, profile, constraints, level]) = init.get(pos + 4..pos + 8) else {
+            return None;
+        };
+        if version == 1
             && KNOWN_PROFILES.contains(&profile)
             && constraints & 0x03 == 0
             && (9..=62).contains(&level)
@@ -106,6 +134,21 @@ mod tests {
         ] {
             assert_eq!(avc_codec_from_annex_b(bytes), None, "{bytes:02x?}");
         }
+    }
+
+    #[test]
+    fn reads_the_codec_from_the_avcc_box_of_an_init_segment() {
+        // The avcC box of an ffmpeg fMP4 init segment: size, "avcC", then the record.
+        let mut init = vec![0u8; 40];
+        init.extend_from_slice(b"\x00\x00\x00\x2favcC\x01\x42\xc0\x0d\xff\xe1");
+        init.extend_from_slice(&[0; 16]);
+        assert_eq!(avc_codec_from_avcc(&init).as_deref(), Some("avc1.42c00d"));
+        // Text that merely contains the box name is skipped.
+        let mut noisy = b"avcC\x07\x00\x00\x00".to_vec();
+        noisy.extend_from_slice(&init);
+        assert_eq!(avc_codec_from_avcc(&noisy).as_deref(), Some("avc1.42c00d"));
+        assert_eq!(avc_codec_from_avcc(b"avcC\x01\x64"), None);
+        assert_eq!(avc_codec_from_avcc(b"no box"), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use contract::keys::SegmentType;
+
 /// `HLS_TIME_SECONDS` default.
 pub const DEFAULT_HLS_TIME: f64 = 3.0;
 /// `HLS_LIVE_PLAYLIST_SIZE` default.
@@ -45,6 +47,14 @@ pub struct EncoderConfig {
     pub work_dir: PathBuf,
     /// After the input ended or a stop, how long ffmpeg may take to finish before it is killed.
     pub stop_grace: Duration,
+    /// `HLS_SEGMENT_TYPE`: MPEG-TS (`.ts`, the default) or fMP4 (`init.mp4` + `.m4s`).
+    pub segment_type: SegmentType,
+    /// `HLS_SPOOL_MAX_BYTES`: per stream, the bytes of finished segments and images that may
+    /// wait on disk while the store is unavailable (1 GiB); see [`crate::spool`].
+    pub spool_max_bytes: u64,
+    /// `HLS_CLEANUP_DELAY_SECONDS`: how long after a stream that is not recorded ended its
+    /// remaining objects are deleted (300 s; zero = never); see [`crate::cleanup`].
+    pub cleanup_delay: Duration,
 }
 
 impl Default for EncoderConfig {
@@ -63,6 +73,9 @@ impl Default for EncoderConfig {
             pixel_format: "yuv420p".to_owned(),
             work_dir: std::env::temp_dir().join("vstream-encoder"),
             stop_grace: Duration::from_secs(15),
+            segment_type: SegmentType::MpegTs,
+            spool_max_bytes: crate::spool::DEFAULT_SPOOL_MAX_BYTES,
+            cleanup_delay: crate::cleanup::DEFAULT_CLEANUP_DELAY,
         }
     }
 }
@@ -112,6 +125,9 @@ mod tests {
         assert_eq!(config.video_codec, "libx264");
         assert_eq!(config.h264_preset, "veryfast");
         assert_eq!(config.stop_grace, Duration::from_secs(15));
+        assert_eq!(config.segment_type, SegmentType::MpegTs);
+        assert_eq!(config.spool_max_bytes, 1 << 30);
+        assert_eq!(config.cleanup_delay, Duration::from_secs(300));
         let (same, changes) = config.clone().sanitized();
         assert_eq!(same, config);
         assert!(changes.is_empty());

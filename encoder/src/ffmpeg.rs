@@ -8,6 +8,12 @@
 //! ("Same elementary stream found more than once"), so the audio is decoded once and encoded
 //! once per variant (AAC is cheap next to video).
 //!
+//! Previews come from the same process: one more `split` branch, `fps=1/SECONDS`, scaled into
+//! the requested box keeping the aspect ratio and padded (letterboxed) to exactly `W×H`, written
+//! by a second output (`image2`) as `preview/{n}.jpg` from 0, each file through a temporary
+//! file and a rename. Segments are MPEG-TS (`{n}.ts`) or fMP4 (`{n}.m4s` and an init segment
+//! named in ffmpeg's playlist by `EXT-X-MAP`).
+//!
 //! The child: stdin is fed from a dedicated thread (the media arrives through a bounded channel,
 //! so a slow ffmpeg slows the reader down instead of growing memory); stderr is read through
 //! ffmpeg-sidecar's event iterator in another thread, errors are logged with the job's span and
@@ -24,7 +30,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use contract::Rendition;
+use contract::keys::SegmentType;
+use contract::{PreviewSpec, Rendition};
 use ffmpeg_sidecar::child::FfmpegChild;
 use ffmpeg_sidecar::command::FfmpegCommand;
 use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel};
@@ -95,8 +102,23 @@ pub struct HlsJobParams<'a> {
     pub pixel_format: &'a str,
     /// Target segment duration in seconds.
     pub hls_time: f64,
-    /// Directory of this run's output: `{out_dir}/{v}/index.m3u8` and `{out_dir}/{v}/{n}.ts`.
+    /// Directory of this run's output: `{out_dir}/{v}/index.m3u8` and `{out_dir}/{v}/{n}.ts`
+    /// (`.m4s`), previews in `{out_dir}/preview/{n}.jpg`.
     pub out_dir: &'a str,
+    pub segment_type: SegmentType,
+    /// A JPEG of `W×H` every `SECONDS` seconds.
+    pub preview: Option<PreviewSpec>,
+}
+
+/// JPEG quality of previews (`-q:v`, 2 = best, 31 = worst).
+pub const PREVIEW_QUALITY: u32 = 5;
+/// Name of the initialization segment ffmpeg writes in fMP4 mode (it adds `_{v}` when there are
+/// several variants; the watcher reads the real name from `EXT-X-MAP`).
+pub const FFMPEG_INIT_NAME: &str = "init.mp4";
+
+/// The directory ffmpeg writes preview images to under `out_dir`.
+pub fn preview_dir(out_dir: &Path) -> PathBuf {
+    out_dir.join("preview")
 }
 
 /// The playlist ffmpeg writes for variant `index` under `out_dir`.
@@ -115,11 +137,16 @@ fn number(value: f64) -> String {
     format!("{rounded}")
 }
 
-/// The filter graph: one decode, `split`, then per rendition `scale` (and `fps` when capped).
-pub fn filter_graph(renditions: &[Rendition]) -> String {
-    let mut graph = format!("[0:v:0]split={}", renditions.len());
+/// The filter graph: one decode, `split`, then per rendition `scale` (and `fps` when capped),
+/// and for previews a branch `[pv]` of one frame every `SECONDS`, letterboxed to `W×H`.
+pub fn filter_graph(renditions: &[Rendition], preview: Option<&PreviewSpec>) -> String {
+    let branches = renditions.len() + usize::from(preview.is_some());
+    let mut graph = format!("[0:v:0]split={branches}");
     for i in 0..renditions.len() {
         graph.push_str(&format!("[s{i}]"));
+    }
+    if preview.is_some() {
+        graph.push_str("[sp]");
     }
     for (i, r) in renditions.iter().enumerate() {
         graph.push_str(&format!(";[s{i}]scale={}:{}", r.width, r.height));
@@ -128,7 +155,20 @@ pub fn filter_graph(renditions: &[Rendition]) -> String {
         }
         graph.push_str(&format!("[v{i}]"));
     }
+    if let Some(p) = preview {
+        graph.push_str(&format!(";[sp]{}[pv]", preview_filter(p)));
+    }
     graph
+}
+
+/// One frame every `SECONDS`, scaled to fit inside `W×H` (aspect ratio kept), padded to exactly
+/// `W×H` with black bars centred, square pixels.
+pub fn preview_filter(p: &PreviewSpec) -> String {
+    let (w, h) = (p.width, p.height);
+    format!(
+        "fps=1/{},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1",
+        p.interval_seconds
+    )
 }
 
 /// The `-var_stream_map` value: variant `i` is video `i` with audio `i` when there is audio.
@@ -160,7 +200,10 @@ pub fn build_args(p: &HlsJobParams<'_>) -> Vec<String> {
         push(&["-f", format]);
     }
     push(&["-i", "pipe:0"]);
-    push(&["-filter_complex", &filter_graph(p.renditions)]);
+    push(&[
+        "-filter_complex",
+        &filter_graph(p.renditions, p.preview.as_ref()),
+    ]);
     for i in 0..p.renditions.len() {
         push(&["-map", &format!("[v{i}]")]);
     }
@@ -223,14 +266,40 @@ pub fn build_args(p: &HlsJobParams<'_>) -> Vec<String> {
         &FFMPEG_LIST_SIZE.to_string(),
         "-hls_flags",
         "independent_segments+temp_file",
-        "-hls_segment_type",
-        "mpegts",
+    ]);
+    match p.segment_type {
+        SegmentType::MpegTs => push(&["-hls_segment_type", "mpegts"]),
+        SegmentType::Fmp4 => push(&[
+            "-hls_segment_type",
+            "fmp4",
+            "-hls_fmp4_init_filename",
+            FFMPEG_INIT_NAME,
+        ]),
+    }
+    push(&[
         "-var_stream_map",
         &var_stream_map(p.renditions.len(), p.has_audio),
         "-hls_segment_filename",
-        &format!("{}/%v/%d.ts", p.out_dir),
+        &format!("{}/%v/%d.{}", p.out_dir, p.segment_type.extension()),
         &format!("{}/%v/index.m3u8", p.out_dir),
     ]);
+    if p.preview.is_some() {
+        push(&[
+            "-map",
+            "[pv]",
+            "-f",
+            "image2",
+            "-update",
+            "0",
+            "-start_number",
+            "0",
+            "-atomic_writing",
+            "1",
+            "-q:v",
+            &PREVIEW_QUALITY.to_string(),
+            &format!("{}/preview/%d.jpg", p.out_dir),
+        ]);
+    }
     args
 }
 
@@ -479,6 +548,8 @@ mod tests {
             pixel_format: "yuv420p",
             hls_time: 3.0,
             out_dir: "/work/s1/attempt-0",
+            segment_type: SegmentType::MpegTs,
+            preview: None,
         }
     }
 
@@ -555,6 +626,59 @@ mod tests {
         assert!(args.contains(&"[0:v:0]split=1[s0];[s0]scale=640:360,fps=12.5[v0]".to_owned()));
         assert!(args.contains(&"expr:gte(t,n_forced*2.5)".to_owned()));
         assert!(args.contains(&"2.5".to_owned()));
+    }
+
+    #[test]
+    fn previews_are_one_more_branch_and_a_second_output_of_the_same_process() {
+        let renditions = [rendition(640, 360, 30.0, false, None)];
+        let mut p = params(&renditions, true);
+        p.preview = Some(PreviewSpec {
+            width: 256,
+            height: 144,
+            interval_seconds: 2,
+        });
+        let args = build_args(&p);
+        let graph = &args[args
+            .iter()
+            .position(|a| a == "-filter_complex")
+            .expect("graph")
+            + 1];
+        assert_eq!(
+            graph,
+            "[0:v:0]split=2[s0][sp];[s0]scale=640:360[v0];\
+             [sp]fps=1/2,scale=256:144:force_original_aspect_ratio=decrease,\
+             pad=256:144:(ow-iw)/2:(oh-ih)/2,setsar=1[pv]"
+        );
+        // The HLS output keeps only the renditions; the preview output comes after it.
+        let hls_end = args
+            .iter()
+            .position(|a| a == "/work/s1/attempt-0/%v/index.m3u8")
+            .expect("hls output");
+        assert_eq!(
+            args[hls_end + 1..],
+            words(
+                "-map [pv] -f image2 -update 0 -start_number 0 -atomic_writing 1 -q:v 5 \
+                 /work/s1/attempt-0/preview/%d.jpg"
+            )
+        );
+        assert_eq!(args.iter().filter(|a| *a == "[pv]").count(), 1);
+    }
+
+    #[test]
+    fn fmp4_segments_and_an_init_segment() {
+        let renditions = two_renditions();
+        let mut p = params(&renditions, true);
+        p.segment_type = SegmentType::Fmp4;
+        let args = build_args(&p);
+        let text = args.join(" ");
+        assert!(
+            text.contains("-hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 "),
+            "{text}"
+        );
+        assert!(text.ends_with(
+            "-hls_segment_filename /work/s1/attempt-0/%v/%d.m4s /work/s1/attempt-0/%v/index.m3u8"
+        ));
+        assert!(!text.contains("image2"));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Ending: when the publisher leaves (the media stream ends) or the job is stopped (a `Stop`
 //! command, the fragment count limit, the encoder's shutdown), ffmpeg's stdin is closed; it
 //! finishes the segment in progress and exits (killed after `stop_grace`); the last segments
-//! are published, every playlist gets `EXT-X-ENDLIST`, and `Closed` is sent last.
+//! are published, every playlist gets `EXT-X-ENDLIST`, and `Closed` is sent last. The
+//! objects of a stream that is not recorded are deleted `HLS_CLEANUP_DELAY_SECONDS` later by a
+//! task of the encoder ([`crate::cleanup`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,15 +25,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument as _};
 
+use crate::cleanup;
 use crate::config::EncoderConfig;
 use crate::events::{spawn_event_task, EventSender};
 use crate::ffmpeg::{
-    build_args, exit_details, variant_dir, FfmpegError, FfmpegProcess, HlsJobParams,
+    build_args, exit_details, preview_dir, variant_dir, FfmpegError, FfmpegProcess, HlsJobParams,
 };
 use crate::probe::{self, Prefix, PrefixLimits, ProbeError};
 use crate::publish::{DelayedDeleter, PublishSettings, PublishSummary, Publisher};
+use crate::spool::Spool;
 use crate::store::ObjectStore;
-use crate::watch::{SegmentReady, Watcher};
+use crate::watch::Watcher;
 
 /// ffmpeg restarts after crashes, per stream.
 pub const MAX_RESTARTS: u32 = 3;
@@ -85,18 +89,27 @@ pub(crate) async fn run_job(
 ) {
     let (events, event_task) = spawn_event_task(services.control.clone());
     let work = services.config.work_dir.join(job.stream_id.as_str());
-    let outcome =
-        std::panic::AssertUnwindSafe(encode(&services, &job, &stop, &shutdown, &events, &work))
-            .catch_unwind()
-            .await;
+    let mut summary = None;
+    let outcome = std::panic::AssertUnwindSafe(encode(
+        &services,
+        &job,
+        &stop,
+        &shutdown,
+        &events,
+        &work,
+        &mut summary,
+    ))
+    .catch_unwind()
+    .await;
     match outcome {
-        Ok(Ok(summary)) => {
+        Ok(Ok(())) => {
             let counts: Vec<String> = summary
-                .renditions
                 .iter()
+                .flat_map(|s| &s.renditions)
                 .map(|(name, durations)| format!("{name}: {}", durations.len()))
                 .collect();
-            info!(segments = ?counts, "stream finished");
+            let previews = summary.as_ref().map_or(0, |s| s.previews);
+            info!(segments = ?counts, previews, "stream finished");
         }
         Ok(Err(err)) => error!(error = %err, "stream ended with an error"),
         Err(_) => error!("stream job panicked"),
@@ -105,6 +118,16 @@ pub(crate) async fn run_job(
         if err.kind() != std::io::ErrorKind::NotFound {
             warn!(path = ?work, error = %err, "could not clean the work directory");
         }
+    }
+    if let Some(summary) = summary.filter(|_| !job.options.record) {
+        // A task of the encoder, not of the job: the job ends now.
+        cleanup::schedule(
+            services.store.clone(),
+            summary.leftovers,
+            services.config.cleanup_delay,
+            shutdown.clone(),
+            &services.tracker,
+        );
     }
     release();
     events.send(EncoderEvent::Closed {
@@ -116,6 +139,8 @@ pub(crate) async fn run_job(
     event_task.finish().await;
 }
 
+/// Encodes and publishes the stream; `summary` is what was published (also when the stream
+/// ended with an error after publishing began).
 async fn encode(
     services: &Services,
     job: &EncoderJob,
@@ -123,7 +148,8 @@ async fn encode(
     shutdown: &CancellationToken,
     events: &EventSender,
     work: &Path,
-) -> Result<PublishSummary, JobError> {
+    summary: &mut Option<PublishSummary>,
+) -> Result<(), JobError> {
     let config = &services.config;
     let work_text = work
         .to_str()
@@ -137,12 +163,12 @@ async fn encode(
 
     let Some(mut media) = open_media(services, job, stop).await? else {
         info!("stopped before the media was opened");
-        return Ok(PublishSummary::default());
+        return Ok(());
     };
     let prefix = match probe::read_prefix(&mut media, PrefixLimits::PROBE, stop).await {
         Err(ProbeError::Stopped) => {
             info!("stopped before any media arrived");
-            return Ok(PublishSummary::default());
+            return Ok(());
         }
         other => other?,
     };
@@ -165,16 +191,12 @@ async fn encode(
         audio_codec = probed.audio_codec.as_deref().unwrap_or("none"),
         renditions = ?renditions.iter().map(Rendition::name).collect::<Vec<_>>(),
         record = job.options.record,
+        previews = job.options.previews.map(|p| p.name()),
+        segment_type = config.segment_type.extension(),
         "encoding"
     );
-    if job.options.previews.is_some() {
-        // Previews: a further output of the same ffmpeg (one more split branch with
-        // fps=1/SECONDS and scale, written as numbered JPEGs next to the variants), picked up
-        // by a watcher of their own and published with index.json. Not produced yet.
-        info!("previews were requested; they are not produced yet");
-    }
 
-    let (segments_tx, segments_rx) = mpsc::unbounded_channel();
+    let spool = Spool::new(config.spool_max_bytes, job.options.record, stop.clone());
     let deleter = (!job.options.record).then(|| {
         DelayedDeleter::spawn(
             services.store.clone(),
@@ -194,6 +216,8 @@ async fn encode(
             record: job.options.record,
             has_audio: probed.has_audio,
             fragment_count_limit: config.fragment_count_limit,
+            segment_type: config.segment_type,
+            preview: job.options.previews,
         },
         &renditions,
         events.clone(),
@@ -202,7 +226,7 @@ async fn encode(
     );
     let publishing = tokio::spawn(
         publisher
-            .run(segments_rx)
+            .run(spool.clone())
             .instrument(tracing::Span::current()),
     );
 
@@ -213,11 +237,15 @@ async fn encode(
         work,
         work_text: &work_text,
     };
-    let supervised = supervise(services, &plan, stop, media, prefix, segments_tx).await;
-    let summary = publishing
-        .await
-        .map_err(|err| JobError::Internal(format!("publisher failed: {err}")))?;
-    supervised.map(|()| summary)
+    let supervised = supervise(services, &plan, stop, media, prefix, &spool).await;
+    // Everything ffmpeg produced is in the spool: the publisher drains it and finishes.
+    spool.close();
+    *summary = Some(
+        publishing
+            .await
+            .map_err(|err| JobError::Internal(format!("publisher failed: {err}")))?,
+    );
+    supervised
 }
 
 /// Opens the job's media; `None` when stopped first.
@@ -261,15 +289,13 @@ async fn supervise(
     stop: &CancellationToken,
     mut media: MediaStream,
     mut prefix: Prefix,
-    segments: mpsc::UnboundedSender<SegmentReady>,
+    spool: &Spool,
 ) -> Result<(), JobError> {
     let mut base = 0;
     let mut run = 0;
     loop {
-        let (end, next_base) = run_ffmpeg(
-            services, plan, run, base, &mut media, prefix, stop, &segments,
-        )
-        .await?;
+        let (end, next_base) =
+            run_ffmpeg(services, plan, run, base, &mut media, prefix, stop, spool).await?;
         base = next_base;
         let RunEnd::Crashed {
             code,
@@ -310,6 +336,7 @@ async fn supervise(
             }
         };
         warn!(run, "restarting ffmpeg on the re-opened media stream");
+        crate::metrics::ffmpeg_restarted();
     }
 }
 
@@ -367,12 +394,18 @@ async fn run_ffmpeg(
     media: &mut MediaStream,
     prefix: Prefix,
     stop: &CancellationToken,
-    segments: &mpsc::UnboundedSender<SegmentReady>,
+    spool: &Spool,
 ) -> Result<(RunEnd, u64), JobError> {
     let config = &services.config;
     let out_dir = plan.work.join(format!("run-{run}"));
-    for i in 0..plan.renditions.len() {
-        let dir = variant_dir(&out_dir, i);
+    let previews = plan.job.options.previews;
+    let mut dirs: Vec<PathBuf> = (0..plan.renditions.len())
+        .map(|i| variant_dir(&out_dir, i))
+        .collect();
+    if previews.is_some() {
+        dirs.push(preview_dir(&out_dir));
+    }
+    for dir in dirs {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|err| JobError::WorkDir {
@@ -391,6 +424,8 @@ async fn run_ffmpeg(
         pixel_format: &config.pixel_format,
         hls_time: config.hls_time,
         out_dir: &out_text,
+        segment_type: config.segment_type,
+        preview: previews,
     });
     let (feed, input) = mpsc::channel(FEED_QUEUE);
     let mut process = FfmpegProcess::spawn(&config.ffmpeg_path, &args, input)?;
@@ -402,13 +437,14 @@ async fn run_ffmpeg(
         &out_dir,
         plan.renditions.len(),
         base,
-        run > 0,
+        run,
         prefix.first_byte_ms,
         config.hls_time,
+        previews.is_some(),
     );
     let watching = tokio::spawn(
         watcher
-            .run(segments.clone(), done.clone())
+            .run(spool.clone(), done.clone())
             .instrument(tracing::Span::current()),
     );
 

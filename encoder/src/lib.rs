@@ -8,6 +8,11 @@
 //! - [`settings`]: the same settings, and the storage choice, as `clap` arguments for binaries.
 //! - [`store`]: the [`ObjectStore`] trait (`put` = readable when it returns) and
 //!   [`FilesystemStore`] (atomic writes, validated keys).
+//! - [`s3`]: [`S3Store`], the same on an S3 bucket (AWS or S3-compatible), with headers, the
+//!   `vstream-live=1` tag and classified errors.
+//! - [`spool`]: the bounded, ordered, on-disk backlog of a stream while the store is down.
+//! - [`cleanup`]: deleting a live-only stream's objects some time after it ended.
+//! - [`metrics`]: storage counters for the binaries' `/metrics`.
 //! - [`probe`]: buffering the start of the media and asking `ffprobe` what it holds.
 //! - [`ffmpeg`]: the argument vector of a job (one pure function) and the supervised child
 //!   (stdin fed from a thread, stderr logged, always reaped).
@@ -21,14 +26,18 @@
 //!   the graceful shutdown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod cleanup;
 pub mod codecs;
 pub mod config;
 pub mod events;
 pub mod ffmpeg;
 mod job;
+pub mod metrics;
 pub mod probe;
 pub mod publish;
+pub mod s3;
 pub mod settings;
+pub mod spool;
 pub mod store;
 pub mod watch;
 
@@ -45,7 +54,9 @@ use tracing::{debug, error, info, warn, Instrument as _};
 
 pub use config::EncoderConfig;
 pub use job::{JobError, MAX_RESTARTS};
-pub use store::{FilesystemStore, ObjectStore, StoreError};
+pub use metrics::{render_prometheus, storage_metrics, StorageMetrics};
+pub use s3::{S3Settings, S3Store};
+pub use store::{FilesystemStore, ObjectStore, Retention, StoreError};
 
 /// Beyond `stop_grace`, how long the shutdown waits for jobs to publish their last segments
 /// and playlists before it gives up on them.

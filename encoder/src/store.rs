@@ -26,16 +26,48 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// A remote store could not be reached or answered with an error (retryable).
-    #[error("store unavailable for object {key:?}: {message}")]
-    Unavailable { key: String, message: String },
+    /// A remote store could not be reached, timed out, or answered with an error that may go
+    /// away (5xx, throttling): retryable. `code` is the store's error code when it answered.
+    #[error("store unavailable for object {key:?}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    Unavailable {
+        key: String,
+        code: Option<String>,
+        message: String,
+    },
+    /// The store refused the request for good (access denied, no such bucket, bad
+    /// credentials, request too large): trying again will not help.
+    #[error("store refused object {key:?}: {code} (HTTP {status:?}): {message}")]
+    Rejected {
+        key: String,
+        code: String,
+        status: Option<u16>,
+        message: String,
+    },
 }
 
 impl StoreError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, StoreError::InvalidKey { .. })
+        match self {
+            StoreError::InvalidKey { .. } | StoreError::Rejected { .. } => false,
+            StoreError::Io { source, .. } => !matches!(
+                source.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
+            ),
+            StoreError::Unavailable { .. } => true,
+        }
     }
+}
+
+/// How long an object is meant to live, for stores that can mark it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retention {
+    /// Part of a recording (or not known): kept.
+    #[default]
+    Kept,
+    /// An object of a stream that is not recorded: the encoder deletes it itself; S3 objects get
+    /// the tag `vstream-live=1` so a bucket lifecycle rule removes what it could not delete.
+    Live,
 }
 
 /// A bucket-like store of immutable objects and playlists.
@@ -44,6 +76,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Stores an object; when this returns Ok the object is readable. Content-Type /
     /// Cache-Control come from [`contract::keys::object_headers`] of the key.
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+    /// [`ObjectStore::put`] of an object with a known [`Retention`] (stores that cannot mark
+    /// objects ignore it).
+    async fn put_with(
+        &self,
+        key: &str,
+        body: Bytes,
+        retention: Retention,
+    ) -> Result<(), StoreError> {
+        let _ = retention;
+        self.put(key, body).await
+    }
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
@@ -143,12 +186,33 @@ impl ObjectStore for FilesystemStore {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path_of(key)?;
         match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.remove_empty_parents(&path).await;
+                Ok(())
+            }
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(StoreError::Io {
                 key: key.to_owned(),
                 source,
             }),
+        }
+    }
+}
+
+impl FilesystemStore {
+    /// Removes the folders of a deleted object that became empty, up to the root (a bucket
+    /// has no folders: a stream whose objects were all deleted leaves nothing behind). A
+    /// folder that is not empty, or that a concurrent `put` filled again, stays.
+    async fn remove_empty_parents(&self, path: &Path) {
+        let mut dir = path.parent();
+        while let Some(current) = dir {
+            if current == self.root || !current.starts_with(&self.root) {
+                break;
+            }
+            if tokio::fs::remove_dir(current).await.is_err() {
+                break;
+            }
+            dir = current.parent();
         }
     }
 }
@@ -228,6 +292,47 @@ mod tests {
             .await
             .expect("deleting a missing object is fine");
         assert!(!folder.join("0.ts").exists());
+        assert!(!dir.path().join("hls").exists(), "empty folders removed");
+        assert!(dir.path().exists(), "the root stays");
+    }
+
+    #[tokio::test]
+    async fn deleting_one_object_keeps_its_neighbours_and_their_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::new(dir.path().to_path_buf());
+        for key in ["hls/c/s/r/0.ts", "hls/c/s/r/live.m3u8"] {
+            store
+                .put_with(key, Bytes::from_static(b"x"), Retention::Live)
+                .await
+                .expect("put");
+        }
+        store.delete("hls/c/s/r/0.ts").await.expect("delete");
+        assert!(dir.path().join("hls/c/s/r/live.m3u8").is_file());
+    }
+
+    #[test]
+    fn refusals_and_permissions_are_not_retried() {
+        let io = |kind| StoreError::Io {
+            key: "k".into(),
+            source: io::Error::from(kind),
+        };
+        assert!(!io(io::ErrorKind::PermissionDenied).is_retryable());
+        assert!(io(io::ErrorKind::Other).is_retryable());
+        let rejected = StoreError::Rejected {
+            key: "k".into(),
+            code: "AccessDenied".into(),
+            status: Some(403),
+            message: "no".into(),
+        };
+        assert!(!rejected.is_retryable());
+        assert!(rejected.to_string().contains("AccessDenied"));
+        let down = StoreError::Unavailable {
+            key: "k".into(),
+            code: Some("SlowDown".into()),
+            message: "please".into(),
+        };
+        assert!(down.is_retryable());
+        assert!(down.to_string().contains("SlowDown: please"), "{down}");
     }
 
     #[tokio::test]
@@ -259,5 +364,103 @@ mod tests {
                 .expect("put");
         }
         assert!(reader.join().expect("reader") > 0);
+    }
+}
+
+/// An in-memory store for unit tests, which can be made to fail.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub(crate) struct MemoryStore {
+        objects: Mutex<BTreeMap<String, (Bytes, Retention)>>,
+        /// Every successful put, in order, with what was stored.
+        puts: Mutex<Vec<(String, Bytes)>>,
+        fail_next: AtomicU32,
+        down: AtomicBool,
+    }
+
+    impl MemoryStore {
+        /// The next `n` operations fail as if the store were unreachable.
+        pub(crate) fn fail_next(&self, n: u32) {
+            self.fail_next.store(n, Ordering::SeqCst);
+        }
+
+        /// Every operation fails while down.
+        pub(crate) fn set_down(&self, down: bool) {
+            self.down.store(down, Ordering::SeqCst);
+        }
+
+        pub(crate) fn keys(&self) -> Vec<String> {
+            self.objects.lock().expect("lock").keys().cloned().collect()
+        }
+
+        pub(crate) fn get(&self, key: &str) -> Option<(Bytes, Retention)> {
+            self.objects.lock().expect("lock").get(key).cloned()
+        }
+
+        pub(crate) fn text(&self, key: &str) -> Option<String> {
+            self.get(key)
+                .map(|(body, _)| String::from_utf8_lossy(&body).into_owned())
+        }
+
+        /// The keys of every successful put, in order.
+        pub(crate) fn puts(&self) -> Vec<String> {
+            self.versions().into_iter().map(|(k, _)| k).collect()
+        }
+
+        /// Every successful put with what was stored, in order.
+        pub(crate) fn versions(&self) -> Vec<(String, Bytes)> {
+            self.puts.lock().expect("lock").clone()
+        }
+
+        fn check(&self, key: &str) -> Result<(), StoreError> {
+            validate_key(key)?;
+            let failing = self.down.load(Ordering::SeqCst)
+                || self
+                    .fail_next
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if failing {
+                return Err(StoreError::Unavailable {
+                    key: key.to_owned(),
+                    code: None,
+                    message: "connection refused".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for MemoryStore {
+        async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+            self.put_with(key, body, Retention::Kept).await
+        }
+
+        async fn put_with(
+            &self,
+            key: &str,
+            body: Bytes,
+            retention: Retention,
+        ) -> Result<(), StoreError> {
+            self.check(key)?;
+            self.objects
+                .lock()
+                .expect("lock")
+                .insert(key.to_owned(), (body.clone(), retention));
+            self.puts.lock().expect("lock").push((key.to_owned(), body));
+            Ok(())
+        }
+
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.check(key)?;
+            self.objects.lock().expect("lock").remove(key);
+            Ok(())
+        }
     }
 }

@@ -4,18 +4,25 @@
 //! playlist.
 //!
 //! The watcher runs apart from the uploads, so a slow store never lets a segment leave
-//! ffmpeg's short window unseen: found segments wait in a queue (their data stays on disk).
+//! ffmpeg's short window unseen: found segments wait in the stream's [`Spool`] (their data
+//! stays on disk where ffmpeg wrote it).
+//!
+//! fMP4: the initialization segment a rendition's segments need is named by ffmpeg's
+//! `EXT-X-MAP`; it is attached to the first segment of each rendition in each run.
+//! Previews: ffmpeg writes `{out_dir}/preview/{n}.jpg` from 0 on, each file through a temporary
+//! file and a rename (`-atomic_writing 1`), so an image that exists is complete; they are
+//! picked up in order.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use m3u8_rs::MediaPlaylist;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::ffmpeg::{variant_dir, variant_playlist};
+use crate::ffmpeg::{preview_dir, variant_dir, variant_playlist};
+use crate::spool::Spool;
 
 /// How often the playlists are checked.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -35,6 +42,23 @@ pub struct SegmentReady {
     pub discontinuity: bool,
     /// Wall clock (ms since the epoch) when this ffmpeg run's first media byte arrived.
     pub timeline_start_ms: u64,
+    /// The ffmpeg run (0, then 1, 2... after restarts) that wrote it.
+    pub run: u32,
+    /// fMP4: the run's initialization segment, on the first segment of the rendition in the run.
+    pub init: Option<PathBuf>,
+}
+
+/// A complete preview image (the run's images come in order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewReady {
+    pub path: PathBuf,
+}
+
+/// What ffmpeg produced, in the order it was found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Produced {
+    Segment(SegmentReady),
+    Preview(PreviewReady),
 }
 
 /// A segment as listed in ffmpeg's playlist.
@@ -124,27 +148,33 @@ struct WatchedRendition {
     next_seq: u64,
     emitted_any: bool,
     parse_warned: bool,
+    /// The `EXT-X-MAP` URI of ffmpeg's playlist (fMP4).
+    init_uri: Option<String>,
 }
 
-/// Watches the playlists of one ffmpeg run.
+/// Watches the playlists (and preview images) of one ffmpeg run.
 pub struct Watcher {
     renditions: Vec<WatchedRendition>,
     base: u64,
-    discontinuity: bool,
+    run: u32,
     timeline_start_ms: u64,
     max_tail: f64,
+    /// The preview folder and the number of the next image, when previews are made.
+    previews: Option<(PathBuf, u64)>,
 }
 
 impl Watcher {
     /// `out_dir` is the run's output directory, `base` the stream index of the run's first
-    /// segment, `discontinuity` whether the run follows another one.
+    /// segment, `run` the number of the run (a run after the first starts with a
+    /// discontinuity), `previews` whether ffmpeg writes preview images.
     pub fn new(
         out_dir: &Path,
         renditions: usize,
         base: u64,
-        discontinuity: bool,
+        run: u32,
         timeline_start_ms: u64,
         hls_time: f64,
+        previews: bool,
     ) -> Self {
         Watcher {
             renditions: (0..renditions)
@@ -155,12 +185,14 @@ impl Watcher {
                     next_seq: 0,
                     emitted_any: false,
                     parse_warned: false,
+                    init_uri: None,
                 })
                 .collect(),
             base,
-            discontinuity,
+            run,
             timeline_start_ms,
             max_tail: (hls_time / 2.0).min(0.5),
+            previews: previews.then(|| (preview_dir(out_dir), 0)),
         }
     }
 
@@ -198,7 +230,16 @@ impl Watcher {
         };
         watched.signature = Some(signature);
         match m3u8_rs::parse_media_playlist_res(&bytes) {
-            Ok(playlist) => Some(playlist),
+            Ok(playlist) => {
+                if let Some(map) = playlist.segments.iter().find_map(|s| s.map.as_ref()) {
+                    if is_plain_name(&map.uri) {
+                        watched.init_uri = Some(map.uri.clone());
+                    } else {
+                        warn!(uri = %map.uri, "unexpected init segment name in ffmpeg's playlist");
+                    }
+                }
+                Some(playlist)
+            }
             Err(err) => {
                 if !watched.parse_warned {
                     warn!(path = ?watched.playlist, error = %err, "unreadable ffmpeg playlist");
@@ -226,38 +267,64 @@ impl Watcher {
         let mut ready = Vec::with_capacity(found.len());
         for segment in found {
             watched.next_seq = segment.seq + 1;
-            if segment.uri.contains(['/', '\\']) || segment.uri.starts_with('.') {
+            if !is_plain_name(&segment.uri) {
                 warn!(uri = %segment.uri, "unexpected segment name in ffmpeg's playlist");
                 continue;
             }
+            let first = !watched.emitted_any;
             ready.push(SegmentReady {
                 rendition: i,
                 index: self.base + segment.seq,
                 duration: segment.duration,
                 path: watched.dir.join(&segment.uri),
-                discontinuity: self.discontinuity && !watched.emitted_any,
+                discontinuity: self.run > 0 && first,
                 timeline_start_ms: self.timeline_start_ms,
+                run: self.run,
+                init: watched
+                    .init_uri
+                    .as_ref()
+                    .filter(|_| first)
+                    .map(|uri| watched.dir.join(uri)),
             });
             watched.emitted_any = true;
         }
         ready
     }
 
-    /// One look at every playlist that changed.
-    pub async fn poll(&mut self) -> Vec<SegmentReady> {
+    /// The preview images written since the last look, in order.
+    async fn previews(&mut self) -> Vec<PreviewReady> {
         let mut ready = Vec::new();
-        for i in 0..self.renditions.len() {
-            if let Some(playlist) = self.read(i, false).await {
-                let found = self.found(i, &playlist);
-                ready.extend(self.emit(i, found));
+        if let Some((dir, next)) = &mut self.previews {
+            loop {
+                let path = dir.join(format!("{next}.jpg"));
+                match tokio::fs::metadata(&path).await {
+                    Ok(metadata) if metadata.is_file() => {
+                        ready.push(PreviewReady { path });
+                        *next += 1;
+                    }
+                    _ => break,
+                }
             }
         }
         ready
     }
 
+    /// One look at every playlist that changed, and at the preview folder.
+    pub async fn poll(&mut self) -> Vec<Produced> {
+        let mut ready = Vec::new();
+        for i in 0..self.renditions.len() {
+            if let Some(playlist) = self.read(i, false).await {
+                let found = self.found(i, &playlist);
+                ready.extend(self.emit(i, found).into_iter().map(Produced::Segment));
+            }
+        }
+        ready.extend(self.previews().await.into_iter().map(Produced::Preview));
+        ready
+    }
+
     /// The last look, after ffmpeg exited: every playlist is read again, and unaligned tails
     /// are dropped (their files deleted).
-    pub async fn finish(&mut self) -> Vec<SegmentReady> {
+    pub async fn finish(&mut self) -> Vec<Produced> {
         let mut found = Vec::with_capacity(self.renditions.len());
         for i in 0..self.renditions.len() {
             let list = match self.read(i, true).await {
@@ -277,18 +344,15 @@ impl Watcher {
         }
         let mut ready = Vec::new();
         for (i, list) in found.into_iter().enumerate() {
-            ready.extend(self.emit(i, list));
+            ready.extend(self.emit(i, list).into_iter().map(Produced::Segment));
         }
+        ready.extend(self.previews().await.into_iter().map(Produced::Preview));
         ready
     }
 
-    /// Polls until `done` (ffmpeg exited), then takes the last look; sends every segment to
-    /// `ready` in order. Returns [`Watcher::next_base`].
-    pub async fn run(
-        mut self,
-        ready: mpsc::UnboundedSender<SegmentReady>,
-        done: CancellationToken,
-    ) -> u64 {
+    /// Polls until `done` (ffmpeg exited), then takes the last look; puts everything found in
+    /// `spool`, in order. Returns [`Watcher::next_base`].
+    pub async fn run(mut self, spool: Spool, done: CancellationToken) -> u64 {
         let mut ticker = tokio::time::interval(POLL_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -296,19 +360,22 @@ impl Watcher {
                 biased;
                 _ = done.cancelled() => break,
                 _ = ticker.tick() => {
-                    for segment in self.poll().await {
-                        if ready.send(segment).is_err() {
-                            return self.next_base();
-                        }
+                    for produced in self.poll().await {
+                        spool.push(produced);
                     }
                 }
             }
         }
-        for segment in self.finish().await {
-            let _ = ready.send(segment);
+        for produced in self.finish().await {
+            spool.push(produced);
         }
         self.next_base()
     }
+}
+
+/// A file name ffmpeg may list: no folder, not hidden.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.')
 }
 
 #[cfg(test)]
@@ -375,23 +442,83 @@ mod tests {
         for i in 0..2 {
             std::fs::create_dir_all(variant_dir(dir.path(), i)).expect("mkdir");
         }
-        let mut watcher = Watcher::new(dir.path(), 2, 10, true, 1_000, 2.0);
+        let mut watcher = Watcher::new(dir.path(), 2, 10, 1, 1_000, 2.0, false);
         assert!(watcher.poll().await.is_empty(), "no playlist yet");
         let write = |i: usize, text: &str| {
             std::fs::write(variant_playlist(dir.path(), i), text).expect("write")
         };
         write(0, FFMPEG_PLAYLIST);
-        let ready = watcher.poll().await;
+        let ready = segments(watcher.poll().await);
         assert_eq!(ready.len(), 3);
         assert_eq!(ready[0].index, 13);
         assert!(ready[0].discontinuity);
         assert!(!ready[1].discontinuity);
+        assert!(ready.iter().all(|s| s.run == 1 && s.init.is_none()));
         assert_eq!(ready[2].path, variant_dir(dir.path(), 0).join("5.ts"));
         assert!(watcher.poll().await.is_empty(), "unchanged playlist");
         write(1, FFMPEG_PLAYLIST);
-        let ready = watcher.finish().await;
+        let ready = segments(watcher.finish().await);
         assert_eq!(ready.len(), 3);
         assert!(ready.iter().all(|s| s.rendition == 1));
         assert_eq!(watcher.next_base(), 16);
+    }
+
+    fn segments(produced: Vec<Produced>) -> Vec<SegmentReady> {
+        produced
+            .into_iter()
+            .map(|p| match p {
+                Produced::Segment(s) => s,
+                other => panic!("not a segment: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn fmp4_segments_bring_their_init_segment_once_per_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(variant_dir(dir.path(), 0)).expect("mkdir");
+        let mut watcher = Watcher::new(dir.path(), 1, 0, 0, 1_000, 2.0, false);
+        std::fs::write(
+            variant_playlist(dir.path(), 0),
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-MAP:URI=\"init_0.mp4\"\n#EXTINF:2.000000,\n0.m4s\n#EXTINF:2.000000,\n1.m4s\n",
+        )
+        .expect("write");
+        let ready = segments(watcher.poll().await);
+        assert_eq!(ready.len(), 2);
+        assert_eq!(
+            ready[0].init.as_deref(),
+            Some(variant_dir(dir.path(), 0).join("init_0.mp4").as_path())
+        );
+        assert_eq!(ready[1].init, None);
+        assert!(!ready[0].discontinuity, "the first run has no break");
+    }
+
+    #[tokio::test]
+    async fn preview_images_are_picked_up_in_order_once_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(variant_dir(dir.path(), 0)).expect("mkdir");
+        let previews = preview_dir(dir.path());
+        std::fs::create_dir_all(&previews).expect("mkdir");
+        let mut watcher = Watcher::new(dir.path(), 1, 0, 0, 1_000, 2.0, true);
+        // ffmpeg writes through a temporary file: not complete yet.
+        std::fs::write(previews.join("0.jpg.tmp"), b"partial").expect("write");
+        assert!(watcher.poll().await.is_empty());
+        std::fs::rename(previews.join("0.jpg.tmp"), previews.join("0.jpg")).expect("rename");
+        std::fs::write(previews.join("1.jpg"), b"jpeg").expect("write");
+        assert_eq!(
+            watcher.poll().await,
+            vec![
+                Produced::Preview(PreviewReady {
+                    path: previews.join("0.jpg")
+                }),
+                Produced::Preview(PreviewReady {
+                    path: previews.join("1.jpg")
+                }),
+            ]
+        );
+        assert!(watcher.poll().await.is_empty());
+        std::fs::write(previews.join("2.jpg"), b"jpeg").expect("write");
+        assert_eq!(watcher.finish().await.len(), 1);
     }
 }

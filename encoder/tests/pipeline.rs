@@ -799,3 +799,63 @@ async fn an_ffmpeg_that_does_not_exit_is_killed_after_the_grace_period() {
     eprintln!("closed {:?} after the start", started.elapsed());
     h.stop_encoder().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fmp4_segments_and_letterboxed_previews_come_from_the_same_ffmpeg() {
+    let h = Harness::start(FileSource::new(fixture(Fixture::FlvAv), None), |config| {
+        config.segment_type = SegmentType::Fmp4;
+    });
+    let mut job = job("ORIGINAL,320x180-30~300", true);
+    // 640x360 into a 4:3 box: letterboxed.
+    job.options.previews = Some(contract::PreviewSpec {
+        width: 200,
+        height: 150,
+        interval_seconds: 2,
+    });
+    run_to_end(&h, &job).await;
+    let master = h.master_playlist(&keys::master_playlist(&job.channel, &job.stream_id));
+    assert_eq!(master.variants.len(), 2);
+    for (variant, name) in master.variants.iter().zip(["640x360-30", "320x180-30~300"]) {
+        let codecs = variant.codecs.as_deref().expect("CODECS");
+        assert!(codecs.starts_with("avc1.42c0"), "from avcC: {codecs}");
+        let live = h.media_playlist(&keys::live_playlist(&job.channel, &job.stream_id, name));
+        assert!(live.end_list);
+        assert_eq!(live.version, Some(6));
+        assert_eq!(
+            live.segments[0].map.as_ref().map(|m| m.uri.as_str()),
+            Some("init.mp4")
+        );
+        assert!(live.segments.iter().all(|s| s.uri.ends_with(".m4s")));
+        let init = h
+            .root
+            .join(keys::init_segment(&job.channel, &job.stream_id, name));
+        assert!(init.is_file(), "{init:?}");
+        let vod = h.media_playlist(&keys::vod_playlist(&job.channel, &job.stream_id, name, 0));
+        assert_eq!(vod.segments.len(), live.segments.len());
+        // A player reads the fMP4 rendition from its playlist.
+        let playlist = h
+            .root
+            .join(keys::live_playlist(&job.channel, &job.stream_id, name));
+        assert!(probe_size(&playlist).0 > 0);
+    }
+    // 8 s at one image every 2 s: 0, 2, 4, 6 s.
+    let folder = "200x150-2";
+    let index: serde_json::Value =
+        serde_json::from_slice(&h.read(&keys::preview_index(&job.channel, &job.stream_id, folder)))
+            .expect("index.json");
+    assert_eq!(index["index_start"], 0);
+    assert_eq!(index["pattern"], "%d.jpg");
+    let count = index["count"].as_u64().expect("count");
+    assert!((4..=5).contains(&count), "{count} images");
+    for i in 0..count {
+        let image = h
+            .root
+            .join(keys::preview_image(&job.channel, &job.stream_id, folder, i));
+        assert_eq!(probe_size(&image), (200, 150), "image {i}");
+    }
+    let events = h.control.events();
+    assert!(events.iter().any(|e| matches!(e,
+        EncoderEvent::Available { stream_type: StreamType::ImgPreview, resolution, .. }
+            if resolution == folder)));
+    h.stop_encoder().await;
+}
