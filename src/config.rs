@@ -2,6 +2,7 @@
 //! each also a command-line flag (`--help` lists them with their defaults).
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 use coordinator_fn::config::CoordinatorArgs;
@@ -23,7 +24,8 @@ pub struct Config {
     /// RTMP listener port.
     #[arg(long, env = "RTMP_PORT", default_value_t = 1935)]
     pub rtmp_port: u16,
-    /// HTTP port: HLS files, previews, commands API, /healthz, /metrics.
+    /// HTTP port: the web page, WebSocket publishing, HLS files, previews, commands API,
+    /// /healthz, /metrics.
     #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
     /// Host name or IP address publishers and players use to reach this server (for the log
@@ -34,6 +36,20 @@ pub struct Config {
     /// Ladder used when no KEY_VERIFICATION_URL is set.
     #[arg(long, env = "DEFAULT_RESOLUTIONS", default_value = DEFAULT_EMBEDDED_RESOLUTIONS)]
     pub default_resolutions: String,
+    /// PEM certificate chain for RTMPS (with SSL_KEY; both files are reloaded when they
+    /// change). Unset: no RTMPS.
+    #[arg(long, env = "SSL_CERT")]
+    pub ssl_cert: Option<PathBuf>,
+    /// PEM private key of SSL_CERT.
+    #[arg(long, env = "SSL_KEY")]
+    pub ssl_key: Option<PathBuf>,
+    /// RTMPS listener port (when SSL_CERT and SSL_KEY are set).
+    #[arg(long, env = "SSL_PORT", default_value_t = 1936)]
+    pub ssl_port: u16,
+    /// WebSocket publishing (on HTTP_PORT): per-IP limit, origins, frame size.
+    #[command(flatten)]
+    pub ws: ingest::ws::WsArgs,
+
     /// Seconds without data after which a publisher is considered gone.
     #[arg(long, env = "PUBLISH_IDLE_TIMEOUT_SECONDS", default_value_t = 10)]
     pub publish_idle_timeout_seconds: u64,
@@ -44,7 +60,7 @@ pub struct Config {
     pub encoder: encoder::settings::EncoderArgs,
 
     /// Debug logs.
-    #[arg(long, env = "LOG_DEBUG", default_value = "false", value_parser = contract::settings::parse_bool)]
+    #[arg(long, env = "LOG_DEBUG", default_value = "false", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
     pub log_debug: bool,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]

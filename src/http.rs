@@ -100,13 +100,9 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         "# HELP vstream_encoder_jobs Streams this encoder is running.\n# TYPE vstream_encoder_jobs gauge\nvstream_encoder_jobs {}\n",
         state.encoder.active_jobs().len()
     ));
+    text.push_str(&encoder::render_prometheus(&encoder::storage_metrics()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
-
-const INDEX: &str = "vstream is running.\n\n\
-Publish: rtmp://HOST:RTMP_PORT/{channel}/{key}\n\
-Live streams: GET /commands/report\n\
-Watch: /hls/{channel}/{streamId}/master.m3u8\n";
 
 pub fn router(state: HttpState) -> Router {
     let files = Router::new()
@@ -115,8 +111,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .layer(axum::middleware::map_response(cors));
+    // The page (`/`, `/web/*`, `/api/streams`) and the WebSocket publish route are merged in
+    // by `crate::run` (`crate::web::router`, `ingest::ws::WsServer::router`).
     Router::new()
-        .route("/", get(|| async { INDEX }))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(files)
         .merge(coordinator_fn::commands::router(state.coordinator))

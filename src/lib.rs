@@ -1,16 +1,18 @@
-//! The whole system in one process (the embedded mode): coordinator, RTMP ingest, encoder, an
-//! in-process signalling bus instead of Redis and a local directory instead of S3. The same
-//! components run as separate services in the distributed mode; only the bus and the store
-//! differ.
+//! The whole system in one process (the embedded mode): coordinator, RTMP(S) and WebSocket
+//! ingest, encoder, an in-process signalling bus instead of Redis and a local directory instead
+//! of S3, and a web page to publish from the browser and watch. The same components run as
+//! separate services in the distributed mode; only the bus and the store differ.
 //!
 //! # Layout
 //! - [`config`]: settings (environment variables with the original system's names).
 //! - [`http`]: the HTTP server: stored objects, commands API, health and metrics.
+//! - [`web`]: the web page (publish from the browser, watch) and `/api/streams`.
 //! - [`run`]: wires the components together and shuts them down in order.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod config;
 pub mod http;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +94,23 @@ pub async fn run(
     };
 
     let rtmp_addr = listeners.rtmp.local_addr()?;
+    // RTMPS when a certificate and key are configured (bound here: its port is a setting).
+    let rtmps = match (&config.ssl_cert, &config.ssl_key) {
+        (Some(cert), Some(key)) => {
+            let tls = ingest::TlsCert::load(cert, key).context("invalid SSL_CERT / SSL_KEY")?;
+            let addr = std::net::SocketAddr::new(config.bind_address, config.ssl_port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for RTMPS on {addr} (SSL_PORT)"))?;
+            Some((listener, tls))
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("set both SSL_CERT and SSL_KEY for RTMPS (or neither)"),
+    };
+    let rtmps_addr = match &rtmps {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
     let http_addr = listeners.http.local_addr()?;
     let host = config.public_host();
     let http_base = format!("http://{host}:{}", http_addr.port());
@@ -118,6 +137,33 @@ pub async fn run(
             internal_url: None,
         })
         .await?;
+    // The same node's other listeners, for /commands/report's streamingServers.
+    let mut other_servers = vec![(
+        format!("{INGEST_ID}-ws"),
+        http_addr.port(),
+        false,
+        SourceKind::Ws,
+    )];
+    if let Some(addr) = rtmps_addr {
+        other_servers.push((
+            format!("{INGEST_ID}-rtmps"),
+            addr.port(),
+            true,
+            SourceKind::Rtmp,
+        ));
+    }
+    for (id, port, ssl, server_type) in other_servers {
+        coordinator
+            .register_ingest(IngestNode {
+                id,
+                ip: host.clone(),
+                port,
+                ssl,
+                server_type,
+                internal_url: None,
+            })
+            .await?;
+    }
     let control: Arc<dyn ControlPlane> = Arc::new(AnnounceStreams {
         coordinator: coordinator.clone(),
         http_base: http_base.clone(),
@@ -132,6 +178,7 @@ pub async fn run(
         },
         control.clone(),
     );
+    let ws = ingest::ws::WsServer::new(ingest.clone(), config.ws.to_config());
     let mut encoder_config = config.encoder.to_config(ENCODER_ID);
     if let (None, Some(dir)) = (&config.encoder.encoder_work_dir, &data_dir) {
         // Keep ffmpeg's scratch files on the same disk as the output.
@@ -163,6 +210,11 @@ pub async fn run(
         let stop = ingest_stop.clone();
         async move { ingest.serve_rtmp(listeners.rtmp, stop).await }
     });
+    let rtmps_task = rtmps.map(|(listener, tls)| {
+        let ingest = ingest.clone();
+        let stop = ingest_stop.clone();
+        tokio::spawn(async move { ingest.serve_rtmps(listener, tls, stop).await })
+    });
     let encoder_task = tokio::spawn({
         let encoder = encoder.clone();
         let commands = bus.subscribe_encoder(ENCODER_ID);
@@ -179,17 +231,42 @@ pub async fn run(
         data_dir: Arc::new(data_dir.clone()),
         ingest: ingest.clone(),
         encoder: encoder.clone(),
-    });
+    })
+    .merge(web::router(web::WebState {
+        coordinator: coordinator.clone(),
+        data_dir: data_dir.clone(),
+        public_base_url: config
+            .coordinator
+            .public_base_url
+            .clone()
+            .filter(|url| !url.is_empty()),
+        rtmp_port: rtmp_addr.port(),
+        rtmps_port: rtmps_addr.map(|a| a.port()),
+    }))
+    .merge(ws.router());
     let http_task = tokio::spawn({
         let stop = http_stop.clone();
         async move {
+            // The WebSocket publish route needs the peer address (per-IP limit, x-user-ip).
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listeners.http, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         }
     });
 
+    tracing::info!("web page: {http_base}/ (publish from the browser's camera or a test pattern, watch live and recorded streams)");
     tracing::info!("RTMP ingest listening on {rtmp_addr}");
+    if let Some(addr) = rtmps_addr {
+        tracing::info!(
+            "RTMPS ingest listening on {addr}: rtmps://{host}:{}/{{channel}}",
+            addr.port()
+        );
+    }
+    tracing::info!(
+        "publish over WebSocket: ws://{host}:{}/{{channel}}/{{key}}/publish",
+        http_addr.port()
+    );
     tracing::info!(
         "publish from OBS: Server rtmp://{host}:{}/{{channel}}, Stream Key {{key}} (for example Server rtmp://{host}:{}/demo, Stream Key key)",
         rtmp_addr.port(),
@@ -216,6 +293,14 @@ pub async fn run(
         Err(err) => tracing::warn!(%err, "RTMP listener task failed"),
         Ok(Ok(())) => {}
     }
+    if let Some(task) = rtmps_task {
+        match task.await {
+            Ok(Err(err)) => tracing::warn!(%err, "RTMPS listener ended with an error"),
+            Err(err) => tracing::warn!(%err, "RTMPS listener task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    ws.shutdown().await;
     encoder_stop.cancel();
     if let Err(err) = encoder_task.await {
         tracing::warn!(%err, "encoder task failed");

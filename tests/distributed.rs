@@ -122,7 +122,8 @@ impl Cluster {
             || async {
                 let report = cluster.report().await;
                 report["encoders"].as_array().map(Vec::len) == Some(2)
-                    && report["streamingServers"].as_array().map(Vec::len) == Some(2)
+                    // RTMP and WebSocket on each ingest node.
+                && report["streamingServers"].as_array().map(Vec::len) == Some(4)
             },
         )
         .await;

@@ -49,7 +49,7 @@ struct Args {
     redis_password: Option<String>,
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "vs:")]
     redis_key_prefix: String,
-    #[arg(long, env = "LOG_DEBUG", default_value = "false", value_parser = contract::settings::parse_bool)]
+    #[arg(long, env = "LOG_DEBUG", default_value = "false", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
     log_debug: bool,
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -124,8 +124,9 @@ async fn main() -> anyhow::Result<()> {
             let encoder = encoder.clone();
             move || async move {
                 format!(
-                    "# HELP vstream_encoder_jobs Streams this encoder is running.\n# TYPE vstream_encoder_jobs gauge\nvstream_encoder_jobs {}\n",
-                    encoder.active_jobs().len()
+                    "# HELP vstream_encoder_jobs Streams this encoder is running.\n# TYPE vstream_encoder_jobs gauge\nvstream_encoder_jobs {}\n{}",
+                    encoder.active_jobs().len(),
+                    encoder::render_prometheus(&encoder::storage_metrics())
                 )
             }
         }),

@@ -1,4 +1,5 @@
-//! `ingest`: a publish server node of the distributed mode. Takes RTMP publishers, asks the
+//! `ingest`: a publish server node of the distributed mode. Takes RTMP and WebSocket
+//! publishers, asks the
 //! coordinator (`CONTROL_BASE_URL`) whether each may publish, serves the accepted streams to
 //! encoders on its internal media endpoint, and obeys kill commands from Redis.
 
@@ -34,7 +35,8 @@ struct Args {
     bind_address: IpAddr,
     #[arg(long, env = "RTMP_PORT", default_value_t = 1935)]
     rtmp_port: u16,
-    /// HTTP port: /healthz, /metrics and the internal media endpoint encoders pull from.
+    /// HTTP port: WebSocket publishing (`/{channel}/{key}/publish`), /healthz, /metrics and the
+    /// internal media endpoint encoders pull from.
     #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
     http_port: u16,
     /// The coordinator's HTTP base URL.
@@ -58,7 +60,7 @@ struct Args {
     #[arg(long, env = "EXTERNAL_PORT")]
     external_port: Option<u16>,
     /// Publishers connect with TLS (a load balancer terminates it).
-    #[arg(long, env = "EXTERNAL_SSL", default_value = "false", value_parser = contract::settings::parse_bool)]
+    #[arg(long, env = "EXTERNAL_SSL", default_value = "false", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
     external_ssl: bool,
     /// Base URL encoders use to reach this node's HTTP port (default: this host's address).
     #[arg(long, env = "INTERNAL_BASE_URL")]
@@ -68,10 +70,12 @@ struct Args {
     /// Seconds without data after which a publisher is considered gone.
     #[arg(long, env = "PUBLISH_IDLE_TIMEOUT_SECONDS", default_value_t = 10)]
     publish_idle_timeout_seconds: u64,
-    #[arg(long, env = "LOG_DEBUG", default_value = "false", value_parser = contract::settings::parse_bool)]
+    #[arg(long, env = "LOG_DEBUG", default_value = "false", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
     log_debug: bool,
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    ws: ingest::ws::WsArgs,
 }
 
 /// This host's address as other hosts see it: the bind address when it is specific, else the
@@ -138,19 +142,37 @@ async fn main() -> anyhow::Result<()> {
     let rtmp_stop = CancellationToken::new();
     let stop = CancellationToken::new();
 
-    let node = Heartbeat::Ingest(IngestNode {
+    // Two publish servers: RTMP, and WebSocket on the HTTP port (its own entry in the report).
+    // Both share this node's ID for publishes and kill commands.
+    let public_ip = args.external_ip.clone().unwrap_or_else(|| host.clone());
+    let rtmp_node = Heartbeat::Ingest(IngestNode {
         id: node_id.clone(),
-        ip: args.external_ip.clone().unwrap_or_else(|| host.clone()),
+        ip: public_ip.clone(),
         port: args.external_port.unwrap_or(args.rtmp_port),
         ssl: args.external_ssl,
         server_type: SourceKind::Rtmp,
         internal_url: Some(internal_url.clone()),
     });
-    let heartbeat = tokio::spawn({
-        let control = control.clone();
-        let stop = stop.clone();
-        async move { control.heartbeat_loop(node, stop).await }
+    let ws_node = Heartbeat::Ingest(IngestNode {
+        id: format!("{node_id}-ws"),
+        ip: public_ip,
+        port: args.http_port,
+        ssl: false,
+        server_type: SourceKind::Ws,
+        internal_url: None,
     });
+    // Each registration speaks for itself: the coordinator only accepts a node's own heartbeat.
+    let ws_control = HttpControlPlane::new(
+        &args.control_base_url,
+        Component::Ingest,
+        &format!("{node_id}-ws"),
+        keys.clone(),
+    );
+    let heartbeats =
+        [(control.clone(), rtmp_node), (ws_control, ws_node)].map(|(control, node)| {
+            let stop = stop.clone();
+            tokio::spawn(async move { control.heartbeat_loop(node, stop).await })
+        });
     let (tx, mut commands) = tokio::sync::mpsc::channel::<IngestCommand>(64);
     let subscription = tokio::spawn(redis_bus::subscribe(
         coordinator_fn::redis_state::url_with_password(
@@ -176,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
         let stop = rtmp_stop.clone();
         async move { ingest.serve_rtmp(rtmp, stop).await }
     });
+    let ws = ingest::ws::WsServer::new(ingest.clone(), args.ws.to_config());
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -190,13 +213,17 @@ async fn main() -> anyhow::Result<()> {
                 }
             }),
         )
-        .merge(ingest::media_http::router(ingest.clone(), keys));
+        .merge(ingest::media_http::router(ingest.clone(), keys))
+        .merge(ws.router());
     let http_task = tokio::spawn({
         let stop = stop.clone();
         async move {
-            axum::serve(http, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            axum::serve(
+                http,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
         }
     });
     tracing::info!(node = %node_id, %rtmp_addr, %http_addr, internal_url = %internal_url, "ingest running");
@@ -207,8 +234,10 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(Err(err)) = rtmp_task.await {
         tracing::warn!(%err, "RTMP listener ended with an error");
     }
+    ws.shutdown().await;
     stop.cancel();
-    let _ = tokio::join!(heartbeat, subscription, http_task);
+    let [rtmp_beat, ws_beat] = heartbeats;
+    let _ = tokio::join!(rtmp_beat, ws_beat, subscription, http_task);
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod procs;
+pub mod s3;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -337,4 +338,76 @@ pub fn renditions(system: &System, channel: &str, stream_id: &str) -> Vec<String
             .collect();
     names.sort();
     names
+}
+
+/// `test-artifacts/` at the repository root (gitignored), created if needed: screenshots.
+pub fn artifact(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Regular files under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Runs a scenario of `web/tests/browser.mjs` (headless Chromium driven by playwright-core)
+/// and returns its result. Needs `/usr/bin/chromium` (or `CHROMIUM_PATH`) and
+/// `npm ci --prefix web`; `scripts/test` installs both.
+pub async fn browser(scenario: &str, options: serde_json::Value) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install chromium (or run scripts/test)"
+    );
+    assert!(
+        root.join("web/node_modules/playwright-core").exists(),
+        "web/node_modules is missing: npm ci --prefix web (or run scripts/test)"
+    );
+    let started = std::time::Instant::now();
+    let child = Command::new("node")
+        .arg(root.join("web/tests/browser.mjs"))
+        .arg(scenario)
+        .arg(options.to_string())
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is installed");
+    let output = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
+        .await
+        .expect("the browser scenario ends within 240 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser scenario {scenario} failed:\n{stderr}\n{stdout}"
+    );
+    let result = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT from {scenario}:\n{stdout}\n{stderr}"));
+    tracing::info!(
+        scenario,
+        seconds = started.elapsed().as_secs_f64(),
+        "browser scenario done"
+    );
+    serde_json::from_str(result).unwrap()
 }
