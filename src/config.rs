@@ -48,6 +48,8 @@ pub struct Config {
     pub ssl_port: u16,
     /// WebSocket publishing (on HTTP_PORT): per-IP limit, origins, frame size.
     #[command(flatten)]
+    pub log: coordinator_fn::telemetry::LogArgs,
+    #[command(flatten)]
     pub ws: ingest::ws::WsArgs,
 
     /// Seconds without data after which a publisher is considered gone.
@@ -58,13 +60,6 @@ pub struct Config {
     pub storage: encoder::settings::StorageArgs,
     #[command(flatten)]
     pub encoder: encoder::settings::EncoderArgs,
-
-    /// Debug logs.
-    #[arg(long, env = "LOG_DEBUG", default_value = "false", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
-    pub log_debug: bool,
-    /// Log format: text or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
 
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,

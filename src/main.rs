@@ -10,7 +10,7 @@ use vstream::{Config, Listeners};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    coordinator_fn::telemetry::init(config.log_debug, &config.log_format);
+    config.log.init();
     let rtmp_addr = SocketAddr::new(config.bind_address, config.rtmp_port);
     let http_addr = SocketAddr::new(config.bind_address, config.http_port);
     let listeners = Listeners {

@@ -145,3 +145,46 @@ impl ControlPlane for HttpControlPlane {
             .await
     }
 }
+
+/// What every ingest and encoder node is told about itself and the coordinator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// This node's ID (default: {kind}-{hostname}-{pid}).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// The coordinator's HTTP base URL.
+    #[arg(long, env = "CONTROL_BASE_URL")]
+    pub control_base_url: String,
+    /// Shared secret of the internal calls.
+    #[arg(long, env = "CONTROL_SECRET", hide_env_values = true)]
+    pub control_secret: String,
+    /// Redis carrying the coordinator's commands.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Password of Redis AUTH, when REDIS_URL carries none (ElastiCache).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "vs:")]
+    pub redis_key_prefix: String,
+}
+
+impl NodeArgs {
+    /// The configured node ID, or a default one for a node of `kind`; checked like a channel.
+    pub fn node_id(&self, kind: &str) -> Result<String, contract::IdError> {
+        let id = self
+            .node_id
+            .clone()
+            .unwrap_or_else(|| crate::telemetry::default_node_id(kind));
+        contract::validate_id("NODE_ID", &id, 128)?;
+        Ok(id)
+    }
+
+    /// `REDIS_URL` with `REDIS_PASSWORD` in it.
+    pub fn redis_url(&self) -> String {
+        crate::redis_state::url_with_password(&self.redis_url, self.redis_password.as_deref())
+    }
+
+    pub fn keys(&self) -> TokenKeys {
+        TokenKeys::new(&self.control_secret)
+    }
+}

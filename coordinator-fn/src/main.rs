@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = ServiceArgs::parse();
-    coordinator_fn::telemetry::init(args.log_debug, &args.log_format);
+    args.log.init();
     if let Some(arn) = args.secrets_arn.clone().filter(|a| !a.is_empty()) {
         let secrets = coordinator_fn::secrets::fetch(&arn).await?;
         coordinator_fn::secrets::apply(&mut args, &secrets);

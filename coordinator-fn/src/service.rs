@@ -53,11 +53,8 @@ pub struct ServiceArgs {
     /// Port of the HTTP listener (server mode).
     #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
-    #[arg(long, env = "LOG_DEBUG", default_value = "false", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
-    pub log_debug: bool,
-    /// text or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    #[command(flatten)]
+    pub log: crate::telemetry::LogArgs,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
 }

@@ -62,3 +62,21 @@ pub fn default_node_id(kind: &str) -> String {
         .unwrap_or_else(|| "host".to_owned());
     format!("{kind}-{host}-{}", std::process::id())
 }
+
+/// The log settings every binary takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Debug logs (YES/NO, TRUE/FALSE).
+    #[arg(long, env = "LOG_DEBUG", default_value = "false", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
+    pub log_debug: bool,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl LogArgs {
+    /// Installs the global subscriber with these settings.
+    pub fn init(&self) {
+        init(self.log_debug, &self.log_format);
+    }
+}

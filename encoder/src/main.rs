@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 use contract::control::EncoderCommand;
-use contract::token::{Component, TokenKeys};
+use contract::token::Component;
 use coordinator_fn::client::HttpControlPlane;
 use coordinator_fn::internal::Heartbeat;
 use coordinator_fn::redis_bus::{self, NodeKind};
@@ -27,32 +27,15 @@ use tokio_util::sync::CancellationToken;
     about = "Encoder node (distributed mode): one ffmpeg per stream, HLS to storage"
 )]
 struct Args {
-    /// This node's ID (default: encoder-{hostname}-{pid}).
-    #[arg(long, env = "NODE_ID")]
-    node_id: Option<String>,
     #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
     bind_address: IpAddr,
     /// HTTP port for /healthz and /metrics.
     #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
     http_port: u16,
-    /// The coordinator's HTTP base URL.
-    #[arg(long, env = "CONTROL_BASE_URL")]
-    control_base_url: String,
-    /// Shared secret of the internal calls.
-    #[arg(long, env = "CONTROL_SECRET", hide_env_values = true)]
-    control_secret: String,
-    /// Redis carrying the coordinator's jobs.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    /// Password of Redis AUTH, when REDIS_URL carries none (ElastiCache).
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
-    redis_password: Option<String>,
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "vs:")]
-    redis_key_prefix: String,
-    #[arg(long, env = "LOG_DEBUG", default_value = "false", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
-    log_debug: bool,
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    #[command(flatten)]
+    node: coordinator_fn::client::NodeArgs,
+    #[command(flatten)]
+    log: coordinator_fn::telemetry::LogArgs,
     #[command(flatten)]
     encoder: EncoderArgs,
     #[command(flatten)]
@@ -62,15 +45,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.log_debug, &args.log_format);
-    let node_id = args
-        .node_id
-        .clone()
-        .unwrap_or_else(|| telemetry::default_node_id("encoder"));
-    contract::validate_id("NODE_ID", &node_id, 128).context("invalid NODE_ID")?;
-    let keys = TokenKeys::new(&args.control_secret);
+    args.log.init();
+    let node_id = args.node.node_id("encoder").context("invalid NODE_ID")?;
+    let keys = args.node.keys();
     let control = HttpControlPlane::new(
-        &args.control_base_url,
+        &args.node.control_base_url,
         Component::Encoder,
         &node_id,
         keys.clone(),
@@ -103,11 +82,8 @@ async fn main() -> anyhow::Result<()> {
     });
     let (tx, commands) = tokio::sync::mpsc::channel::<EncoderCommand>(64);
     let subscription = tokio::spawn(redis_bus::subscribe(
-        coordinator_fn::redis_state::url_with_password(
-            &args.redis_url,
-            args.redis_password.as_deref(),
-        ),
-        args.redis_key_prefix.clone(),
+        args.node.redis_url(),
+        args.node.redis_key_prefix.clone(),
         NodeKind::Encoder,
         node_id.clone(),
         tx,
