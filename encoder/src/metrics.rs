@@ -167,6 +167,6 @@ mod tests {
         assert!(text.contains("# TYPE vstream_encoder_slow_upload_warnings_total counter\n"));
         assert!(text.contains("vstream_encoder_slow_upload_warnings_total 3\n"));
         assert!(text.contains("vstream_encoder_spool_bytes 1024\n"));
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 8);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 9);
     }
 }

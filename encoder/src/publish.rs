@@ -1090,8 +1090,10 @@ mod tests {
         assert!(!f.scratch.join("0-0.ts").exists(), "local file removed");
         publisher.publish(f.segment(1, 0, 2.0, 25_000)).await;
         let master = f.read(&master_key).expect("master written");
+        // Measured 400 kbit/s, raised just above the smaller rendition's 428 kbit/s so that
+        // players rank the larger picture higher.
         assert!(master.contains(
-            "BANDWIDTH=400000,AVERAGE-BANDWIDTH=400000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=30.000\n640x360-30/live.m3u8"
+            "BANDWIDTH=428001,AVERAGE-BANDWIDTH=400000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=30.000\n640x360-30/live.m3u8"
         ), "{master}");
         // Nominal 300 kbit/s + 128 kbit/s audio exceeds the measured 100 kbit/s.
         assert!(
