@@ -36,8 +36,8 @@ pub struct Config {
     /// Ladder used when no KEY_VERIFICATION_URL is set.
     #[arg(long, env = "DEFAULT_RESOLUTIONS", default_value = DEFAULT_EMBEDDED_RESOLUTIONS)]
     pub default_resolutions: String,
-    /// PEM certificate chain for RTMPS (with SSL_KEY; both files are reloaded when they
-    /// change). Unset: no RTMPS.
+    /// PEM certificate chain for RTMPS and HTTPS/wss (with SSL_KEY; both files are reloaded
+    /// when they change). Unset: no TLS listeners.
     #[arg(long, env = "SSL_CERT")]
     pub ssl_cert: Option<PathBuf>,
     /// PEM private key of SSL_CERT.
@@ -46,9 +46,12 @@ pub struct Config {
     /// RTMPS listener port (when SSL_CERT and SSL_KEY are set).
     #[arg(long, env = "SSL_PORT", default_value_t = 1936)]
     pub ssl_port: u16,
-    /// WebSocket publishing (on HTTP_PORT): per-IP limit, origins, frame size.
+    /// HTTPS port (the page, the files and wss:// publishing) when SSL_CERT and SSL_KEY are set.
+    #[arg(long, env = "HTTPS_PORT", default_value_t = 8443)]
+    pub https_port: u16,
     #[command(flatten)]
     pub log: coordinator_fn::telemetry::LogArgs,
+    /// WebSocket publishing (on HTTP_PORT): per-IP limit, origins, frame size.
     #[command(flatten)]
     pub ws: ingest::ws::WsArgs,
 

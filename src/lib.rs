@@ -102,14 +102,18 @@ pub async fn run(
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for RTMPS on {addr} (SSL_PORT)"))?;
-            Some((listener, tls))
+            let https_addr = std::net::SocketAddr::new(config.bind_address, config.https_port);
+            let https = TcpListener::bind(https_addr)
+                .await
+                .with_context(|| format!("cannot listen for HTTPS on {https_addr} (HTTPS_PORT)"))?;
+            Some((listener, https, tls))
         }
         (None, None) => None,
         _ => anyhow::bail!("set both SSL_CERT and SSL_KEY for RTMPS (or neither)"),
     };
-    let rtmps_addr = match &rtmps {
-        Some((listener, _)) => Some(listener.local_addr()?),
-        None => None,
+    let (rtmps_addr, https_addr) = match &rtmps {
+        Some((listener, https, _)) => (Some(listener.local_addr()?), Some(https.local_addr()?)),
+        None => (None, None),
     };
     let http_addr = listeners.http.local_addr()?;
     let host = config.public_host();
@@ -144,6 +148,9 @@ pub async fn run(
         false,
         SourceKind::Ws,
     )];
+    if let Some(addr) = https_addr {
+        tracing::info!("HTTPS on {addr}: the page at https://{host}:{}/, wss:// publishing", addr.port());
+    }
     if let Some(addr) = rtmps_addr {
         other_servers.push((
             format!("{INGEST_ID}-rtmps"),
@@ -210,6 +217,10 @@ pub async fn run(
         let stop = ingest_stop.clone();
         async move { ingest.serve_rtmp(listeners.rtmp, stop).await }
     });
+    let (rtmps, https) = match rtmps {
+        Some((listener, https, tls)) => (Some((listener, tls.clone())), Some((https, tls))),
+        None => (None, None),
+    };
     let rtmps_task = rtmps.map(|(listener, tls)| {
         let ingest = ingest.clone();
         let stop = ingest_stop.clone();
@@ -244,6 +255,9 @@ pub async fn run(
         rtmps_port: rtmps_addr.map(|a| a.port()),
     }))
     .merge(ws.router());
+    let https_task = https.map(|(listener, tls)| {
+        tokio::spawn(ingest::https::serve_https(listener, tls, app.clone(), http_stop.clone()))
+    });
     let http_task = tokio::spawn({
         let stop = http_stop.clone();
         async move {
@@ -309,6 +323,9 @@ pub async fn run(
     let _ = delivery_task.await;
     http_stop.cancel();
     let _ = http_task.await;
+    if let Some(task) = https_task {
+        let _ = task.await;
+    }
     commands_task.abort();
     tracing::info!("stopped");
     Ok(())

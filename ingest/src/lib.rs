@@ -14,6 +14,8 @@
 //!   end reported once).
 //! - [`media_http`]: the internal media endpoint encoders pull a stream from in the
 //!   distributed mode, and [`media_http::HttpMedia`], the encoder's side of it.
+//! - [`https`]: the HTTP router (page, WebSocket publishing) served over TLS with the same
+//!   reloadable certificate as RTMPS.
 //! - [`flv`]: pure FLV encoding (file header, tags, `onMetaData`) and codec-header checks.
 //! - [`relay`]: per-stream fan-out to subscribers with a bounded GOP cache, bounded queues and
 //!   keyframe resynchronisation of lagging subscribers.
@@ -32,6 +34,7 @@ pub mod config;
 pub mod container;
 pub mod container_relay;
 pub mod flv;
+pub mod https;
 pub mod media_http;
 mod publish;
 pub mod registry;

@@ -53,6 +53,19 @@ struct Args {
     /// Seconds without data after which a publisher is considered gone.
     #[arg(long, env = "PUBLISH_IDLE_TIMEOUT_SECONDS", default_value_t = 10)]
     publish_idle_timeout_seconds: u64,
+    /// PEM certificate chain for RTMPS and HTTPS/wss (with SSL_KEY; reloaded when the files
+    /// change). Unset: no TLS listeners (a load balancer may terminate TLS instead).
+    #[arg(long, env = "SSL_CERT")]
+    ssl_cert: Option<std::path::PathBuf>,
+    /// PEM private key of SSL_CERT.
+    #[arg(long, env = "SSL_KEY")]
+    ssl_key: Option<std::path::PathBuf>,
+    /// RTMPS port (when SSL_CERT and SSL_KEY are set).
+    #[arg(long, env = "SSL_PORT", default_value_t = 1936)]
+    ssl_port: u16,
+    /// HTTPS / wss:// port (when SSL_CERT and SSL_KEY are set).
+    #[arg(long, env = "HTTPS_PORT", default_value_t = 8443)]
+    https_port: u16,
     #[command(flatten)]
     node: coordinator_fn::client::NodeArgs,
     #[command(flatten)]
@@ -106,6 +119,22 @@ async fn main() -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let tls = match (&args.ssl_cert, &args.ssl_key) {
+        (Some(cert), Some(key)) => {
+            let tls = ingest::TlsCert::load(cert, key).context("invalid SSL_CERT / SSL_KEY")?;
+            let rtmps_addr = SocketAddr::new(args.bind_address, args.ssl_port);
+            let https_addr = SocketAddr::new(args.bind_address, args.https_port);
+            let rtmps = tokio::net::TcpListener::bind(rtmps_addr)
+                .await
+                .with_context(|| format!("cannot listen for RTMPS on {rtmps_addr}"))?;
+            let https = tokio::net::TcpListener::bind(https_addr)
+                .await
+                .with_context(|| format!("cannot listen for HTTPS on {https_addr}"))?;
+            Some((tls, rtmps, https))
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("set both SSL_CERT and SSL_KEY (or neither)"),
+    };
     let host = host_address(args.bind_address, args.http_port).await;
     let internal_url = args.internal_base_url.clone().unwrap_or_else(|| {
         format!(
@@ -191,6 +220,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .merge(ingest::media_http::router(ingest.clone(), keys))
         .merge(ws.router());
+    let tls_tasks = tls.map(|(tls, rtmps, https)| {
+        tracing::info!(rtmps = ?rtmps.local_addr().ok(), https = ?https.local_addr().ok(), "TLS listeners");
+        let rtmps_task = tokio::spawn({
+            let ingest = ingest.clone();
+            let tls = tls.clone();
+            let stop = rtmp_stop.clone();
+            async move { ingest.serve_rtmps(rtmps, tls, stop).await }
+        });
+        let https_task = tokio::spawn(ingest::https::serve_https(https, tls, app.clone(), stop.clone()));
+        (rtmps_task, https_task)
+    });
     let http_task = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -212,6 +252,9 @@ async fn main() -> anyhow::Result<()> {
     }
     ws.shutdown().await;
     stop.cancel();
+    if let Some((rtmps_task, https_task)) = tls_tasks {
+        let _ = tokio::join!(rtmps_task, https_task);
+    }
     let [rtmp_beat, ws_beat] = heartbeats;
     let _ = tokio::join!(rtmp_beat, ws_beat, subscription, http_task);
     tracing::info!("stopped");
