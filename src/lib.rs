@@ -149,7 +149,10 @@ pub async fn run(
         SourceKind::Ws,
     )];
     if let Some(addr) = https_addr {
-        tracing::info!("HTTPS on {addr}: the page at https://{host}:{}/, wss:// publishing", addr.port());
+        tracing::info!(
+            "HTTPS on {addr}: the page at https://{host}:{}/, wss:// publishing",
+            addr.port()
+        );
     }
     if let Some(addr) = rtmps_addr {
         other_servers.push((
@@ -256,7 +259,12 @@ pub async fn run(
     }))
     .merge(ws.router());
     let https_task = https.map(|(listener, tls)| {
-        tokio::spawn(ingest::https::serve_https(listener, tls, app.clone(), http_stop.clone()))
+        tokio::spawn(ingest::https::serve_https(
+            listener,
+            tls,
+            app.clone(),
+            http_stop.clone(),
+        ))
     });
     let http_task = tokio::spawn({
         let stop = http_stop.clone();

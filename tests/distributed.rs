@@ -582,3 +582,79 @@ async fn internal_calls_need_a_valid_token_of_the_right_component() {
     );
     assert!(logs.contains("expired"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_reconnects_to_another_ingest_continues_its_stream() {
+    let _heavy = HEAVY.lock().await;
+    let cluster = Cluster::start().await;
+    // The coordinators run with the default RECONNECT_WINDOW_SECONDS (5).
+    let mut first = publish(&format!("{}/live/key", cluster.ingests[0].1), "320x180", 5);
+    let stream = cluster.stream_on("live").await;
+    let id = stream["streamId"].as_str().unwrap().to_owned();
+    assert_eq!(stream["streamServer"], "ingest-a");
+    assert!(first.wait().await.unwrap().success());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Back within the window, on the other ingest node (another coordinator copy too).
+    let mut second = publish(&format!("{}/live/key", cluster.ingests[1].1), "320x180", 5);
+    wait_until(
+        Duration::from_secs(20),
+        "the stream moves to ingest-b",
+        || async {
+            let streams: Vec<Value> = cluster.report().await["activeStreams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["channel"] == "live")
+                .cloned()
+                .collect();
+            streams.len() == 1
+                && streams[0]["streamId"] == id.as_str()
+                && streams[0]["streamServer"] == "ingest-b"
+        },
+    )
+    .await;
+    assert!(
+        second.wait().await.unwrap().success(),
+        "the reconnect was accepted\n{}",
+        cluster.logs()
+    );
+    assert!(!cluster
+        .app
+        .event_summary(&id)
+        .iter()
+        .any(|e| e.0 == "stream-closed"));
+
+    let live = cluster
+        .data()
+        .join(format!("hls/live/{id}/320x180-30/live.m3u8"));
+    wait_until(
+        Duration::from_secs(60),
+        "stream-closed is delivered",
+        || async {
+            cluster
+                .app
+                .event_summary(&id)
+                .last()
+                .is_some_and(|e| e.0 == "stream-closed")
+        },
+    )
+    .await;
+    let text = std::fs::read_to_string(&live).unwrap();
+    assert!(text.contains("#EXT-X-ENDLIST"), "{text}");
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+    let playlist = common::parse_media(&live);
+    for (i, segment) in playlist.segments.iter().enumerate() {
+        assert_eq!(segment.uri, format!("{i}.ts"));
+    }
+    let total: f32 = playlist.segments.iter().map(|s| s.duration).sum();
+    assert!(total > 7.0, "both publishers' media: {total} s");
+    let summary = cluster.app.event_summary(&id);
+    assert_eq!(
+        summary.iter().filter(|e| e.0 == "stream-available").count(),
+        1,
+        "{summary:?}"
+    );
+    assert_eq!(summary.iter().filter(|e| e.0 == "stream-closed").count(), 1);
+    assert_eq!(cluster.capacity().await["load"], 0);
+}

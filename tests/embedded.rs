@@ -316,3 +316,160 @@ async fn one_publisher_per_channel_report_and_close() {
     assert!(third.wait().await.unwrap().success());
     system.stop().await;
 }
+
+/// The stream IDs `/commands/report` lists for `channel`.
+async fn streams_of(system: &System, channel: &str) -> Vec<String> {
+    system.report().await["activeStreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["channel"] == channel)
+        .map(|s| s["streamId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_reconnects_within_the_window_continues_its_stream() {
+    let _heavy = HEAVY.lock().await;
+    let app = WebApp::start().await;
+    app.answer(200, &[("x-resolutions", "ORIGINAL,320x180-30~300")]);
+    let events = format!("{}/events", app.url);
+    let verify = format!("{}/verify", app.url);
+    let system = System::start(&[
+        "--event-callback-url",
+        &events,
+        "--key-verification-url",
+        &verify,
+        "--reconnect-window-seconds",
+        "5",
+    ])
+    .await;
+    let url = format!("{}/live/key", system.rtmp);
+
+    // The first publisher streams 6 s and leaves; another comes back 1 s later, same key.
+    let mut first = publish(&url, "640x360", 6);
+    let id = system.wait_for_stream("live").await;
+    assert!(first.wait().await.unwrap().success());
+    let left = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut second = publish(&url, "640x360", 6);
+    wait_until(
+        Duration::from_secs(10),
+        "the web app is asked about the reconnect",
+        || async { app.verifications.lock().unwrap().len() == 2 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        streams_of(&system, "live").await,
+        std::slice::from_ref(&id),
+        "the same stream goes on"
+    );
+    let second_status = second.wait().await.unwrap();
+    assert!(second_status.success(), "the reconnect was accepted");
+    let second_ended = Instant::now();
+    assert!(
+        !app.event_summary(&id)
+            .iter()
+            .any(|e| e.0 == "stream-closed"),
+        "no stream-closed while the publisher was away: {:?}",
+        app.event_summary(&id)
+    );
+
+    // The stream ends once the window after the second publisher has passed.
+    let names = renditions(&system, "live", &id);
+    assert_eq!(names, ["320x180-30~300", "640x360-30"]);
+    let base = format!("hls/live/{id}");
+    for name in &names {
+        let path = system.path(&format!("{base}/{name}/live.m3u8"));
+        wait_until(
+            Duration::from_secs(60),
+            "the live playlist ends",
+            || async { std::fs::read_to_string(&path).is_ok_and(|t| t.contains("#EXT-X-ENDLIST")) },
+        )
+        .await;
+    }
+    assert!(
+        second_ended.elapsed() >= Duration::from_secs(4),
+        "ENDLIST {:?} after the second publisher left: the window was not waited for",
+        second_ended.elapsed()
+    );
+    for name in &names {
+        let path = system.path(&format!("{base}/{name}/live.m3u8"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+        let playlist = parse_media(&path);
+        assert_eq!(playlist.media_sequence, 0);
+        // No gap: 0.ts, 1.ts, ... all listed and stored.
+        for (i, segment) in playlist.segments.iter().enumerate() {
+            assert_eq!(segment.uri, format!("{i}.ts"), "{name}");
+            assert!(system.path(&format!("{base}/{name}/{i}.ts")).is_file());
+        }
+        let total: f32 = playlist.segments.iter().map(|s| s.duration).sum();
+        assert!(total > 9.0, "{name}: both publishers' media: {total} s");
+        let at = playlist
+            .segments
+            .iter()
+            .position(|s| s.discontinuity)
+            .unwrap();
+        assert!(
+            at >= 2 && at < playlist.segments.len(),
+            "{name}: break at {at}"
+        );
+    }
+
+    // The web app: stream-available once per rendition, stream-closed once, at the end.
+    wait_until(
+        Duration::from_secs(30),
+        "stream-closed reaches the web app",
+        || async {
+            app.event_summary(&id)
+                .iter()
+                .any(|e| e.0 == "stream-closed")
+        },
+    )
+    .await;
+    let summary = app.event_summary(&id);
+    let mut available: Vec<_> = summary
+        .iter()
+        .filter(|e| e.0 == "stream-available")
+        .map(|e| (e.1.clone(), e.2.clone()))
+        .collect();
+    available.sort();
+    assert_eq!(
+        available,
+        [
+            ("HLS-LIVE".to_owned(), "320x180-30~300".to_owned()),
+            ("HLS-LIVE".to_owned(), "640x360-30".to_owned()),
+        ]
+    );
+    assert_eq!(summary.iter().filter(|e| e.0 == "stream-closed").count(), 1);
+    assert_eq!(summary.last().unwrap().0, "stream-closed");
+    assert!(left.elapsed() > Duration::from_secs(10));
+
+    // Another key is another publisher: a new stream, even within the window.
+    let mut third = publish(&url, "640x360", 3);
+    wait_until(Duration::from_secs(20), "a third stream starts", || async {
+        streams_of(&system, "live").await.len() == 1
+    })
+    .await;
+    let third_id = streams_of(&system, "live").await[0].clone();
+    assert_ne!(third_id, id);
+    assert!(third.wait().await.unwrap().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut other = publish(&format!("{}/live/other", system.rtmp), "640x360", 3);
+    let other_id = common::wait_for(Duration::from_secs(20), "a new stream starts", || async {
+        streams_of(&system, "live")
+            .await
+            .into_iter()
+            .find(|s| *s != third_id)
+    })
+    .await;
+    assert_ne!(other_id, id);
+    assert!(other.wait().await.unwrap().success());
+    wait_until(Duration::from_secs(60), "both streams end", || async {
+        streams_of(&system, "live").await.is_empty()
+    })
+    .await;
+    system.stop().await;
+}

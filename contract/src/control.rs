@@ -107,6 +107,11 @@ pub struct EncoderJob {
     /// internal media endpoint for this stream); `None` in process.
     #[serde(default)]
     pub media_url: Option<String>,
+    /// How long the encoder keeps the stream open after its media ends, waiting for a
+    /// [`EncoderCommand::Resume`] (the publisher reconnecting); 0 = the stream ends with its
+    /// media. Absent in jobs from older coordinators: 0.
+    #[serde(default)]
+    pub reconnect_window_ms: u64,
 }
 
 /// Coordinator → encoder.
@@ -117,6 +122,17 @@ pub enum EncoderCommand {
     /// Finish the stream now (segment in progress, final playlists), as if the publisher left.
     Stop {
         stream_id: StreamId,
+    },
+    /// The publisher of a stream whose media ended came back within the reconnect window
+    /// (possibly on another ingest node, possibly over another protocol): the stream goes on
+    /// from the new media, same ID, after a discontinuity.
+    Resume {
+        stream_id: StreamId,
+        ingest_id: String,
+        source: SourceKind,
+        /// As [`EncoderJob::media_url`], for the new ingest node.
+        #[serde(default)]
+        media_url: Option<String>,
     },
 }
 
@@ -230,6 +246,7 @@ mod tests {
             source: SourceKind::Rtmp,
             options: StreamOptions::default(),
             media_url: None,
+            reconnect_window_ms: 5000,
         });
         let json = serde_json::to_string(&job).expect("serialize");
         assert!(json.contains("\"type\":\"start\""), "{json}");
@@ -237,6 +254,39 @@ mod tests {
             serde_json::from_str::<EncoderCommand>(&json).ok(),
             Some(job)
         );
+    }
+
+    #[test]
+    fn resume_round_trips_and_old_jobs_have_no_reconnect_window() {
+        let resume = EncoderCommand::Resume {
+            stream_id: StreamId::generate(),
+            ingest_id: "ingest-2".into(),
+            source: SourceKind::Ws,
+            media_url: Some("http://10.0.0.2:8080/internal/media/x".into()),
+        };
+        let json = serde_json::to_string(&resume).expect("serialize");
+        assert!(json.contains("\"type\":\"resume\""), "{json}");
+        assert_eq!(
+            serde_json::from_str::<EncoderCommand>(&json).ok(),
+            Some(resume)
+        );
+        let mut old = serde_json::to_value(EncoderCommand::Start(EncoderJob {
+            stream_id: StreamId::generate(),
+            channel: "c".into(),
+            ingest_id: "i".into(),
+            source: SourceKind::Rtmp,
+            options: StreamOptions::default(),
+            media_url: None,
+            reconnect_window_ms: 7,
+        }))
+        .expect("serialize");
+        if let Some(fields) = old.as_object_mut() {
+            fields.remove("reconnect_window_ms");
+        }
+        match serde_json::from_value::<EncoderCommand>(old) {
+            Ok(EncoderCommand::Start(job)) => assert_eq!(job.reconnect_window_ms, 0),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

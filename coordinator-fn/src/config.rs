@@ -64,6 +64,11 @@ pub struct CoordinatorArgs {
     /// Public base URL of the stored objects (the CDN); events then carry x-playback-url.
     #[arg(long, env = "PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
+
+    /// A publisher that reconnects to its channel with the same key within this many seconds
+    /// continues the same stream (same stream ID, a discontinuity in the playlists); 0 = off.
+    #[arg(long, env = "RECONNECT_WINDOW_SECONDS", default_value_t = 5.0)]
+    pub reconnect_window_seconds: f64,
 }
 
 /// The parsed settings.
@@ -80,6 +85,9 @@ pub struct CoordinatorConfig {
     pub commands_auth: Option<HeaderAuth>,
     pub id_max_length: usize,
     pub public_base_url: Option<String>,
+    /// How long after its publisher left a stream may be resumed by the same channel and key
+    /// (zero: never).
+    pub reconnect_window: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -95,6 +103,7 @@ impl Default for CoordinatorConfig {
             commands_auth: None,
             id_max_length: contract::DEFAULT_ID_MAX_LENGTH,
             public_base_url: None,
+            reconnect_window: Duration::from_secs(5),
         }
     }
 }
@@ -163,6 +172,7 @@ impl CoordinatorArgs {
             commands_auth,
             id_max_length: self.id_max_length,
             public_base_url: s(&self.public_base_url).map(|u| u.trim_end_matches('/').to_owned()),
+            reconnect_window: seconds("RECONNECT_WINDOW_SECONDS", self.reconnect_window_seconds)?,
         })
     }
 }

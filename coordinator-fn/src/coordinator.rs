@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::config::CoordinatorConfig;
-use crate::state::{EncoderNode, IngestNode, StartError, StateError, StateStore, StreamRecord};
+use crate::state::{
+    key_hash, EncoderNode, IngestNode, Resumption, StartError, StateError, StateStore, StreamRecord,
+};
 use crate::webapp::{Verification, WebApp, WebAppEvent, WebAppEventKind};
 
 /// How long a delivery attempt keeps an event from being picked up by another round.
@@ -92,6 +94,7 @@ pub struct MaintenanceReport {
 struct Counters {
     publishes_accepted: AtomicU64,
     publishes_refused: AtomicU64,
+    publishes_resumed: AtomicU64,
     events_delivered: AtomicU64,
     event_attempts_failed: AtomicU64,
 }
@@ -211,7 +214,9 @@ impl Coordinator {
     }
 
     /// Disconnects the publisher of `channel` (only stream `stream_id` when given); the stream
-    /// then ends normally. Returns how many publishers were asked to stop.
+    /// then ends normally. A closed stream is not resumed by a reconnect, and one whose
+    /// publisher already left (waiting in its reconnect window) ends at once. Returns how many
+    /// streams were asked to end.
     pub async fn close(
         &self,
         channel: &str,
@@ -219,22 +224,140 @@ impl Coordinator {
     ) -> Result<usize, CloseError> {
         let streams = self.inner.state.streams().await?;
         let mut count = 0;
-        for stream in streams.iter().filter(|s| {
-            s.channel == channel && s.publishing && stream_id.is_none_or(|id| *id == s.stream_id)
-        }) {
-            let command = IngestCommand::Kill {
-                channel: channel.to_owned(),
-                stream_id: Some(stream.stream_id.clone()),
-            };
-            match self.inner.bus.to_ingest(&stream.ingest_id, command).await {
-                Ok(()) => count += 1,
-                Err(err) => {
-                    tracing::warn!(channel, stream_id = %stream.stream_id, ingest = %stream.ingest_id, %err, "close: the ingest node did not take the command");
+        for stream in streams
+            .iter()
+            .filter(|s| s.channel == channel && stream_id.is_none_or(|id| *id == s.stream_id))
+        {
+            if !stream.publishing && stream.key_hash.is_empty() {
+                // Already closed, or ending without a reconnect window.
+                continue;
+            }
+            // First, so that the publisher's end (which follows the kill) does not open a
+            // reconnect window.
+            self.inner.state.forbid_resume(&stream.stream_id).await?;
+            let mut asked = false;
+            if stream.publishing {
+                let command = IngestCommand::Kill {
+                    channel: channel.to_owned(),
+                    stream_id: Some(stream.stream_id.clone()),
+                };
+                match self.inner.bus.to_ingest(&stream.ingest_id, command).await {
+                    Ok(()) => asked = true,
+                    Err(err) => {
+                        tracing::warn!(channel, stream_id = %stream.stream_id, ingest = %stream.ingest_id, %err, "close: the ingest node did not take the command");
+                    }
                 }
+            }
+            if self.inner.config.reconnect_window > Duration::ZERO {
+                // The encoder would otherwise wait out the reconnect window after the media
+                // ends before it closes the playlists.
+                let stop = EncoderCommand::Stop {
+                    stream_id: stream.stream_id.clone(),
+                };
+                match self.inner.bus.to_encoder(&stream.encoder_id, stop).await {
+                    Ok(()) => asked = true,
+                    Err(err) => {
+                        tracing::warn!(channel, stream_id = %stream.stream_id, encoder = %stream.encoder_id, %err, "close: the encoder did not take the stop command");
+                    }
+                }
+            }
+            if asked {
+                count += 1;
             }
         }
         tracing::info!(channel, stream_id = ?stream_id.map(ToString::to_string), count, "close command");
         Ok(count)
+    }
+
+    /// The internal media URL of `stream_id` on ingest node `ingest_id` (distributed mode).
+    async fn media_url(&self, ingest_id: &str, stream_id: &StreamId) -> Option<String> {
+        match self.inner.state.ingests().await {
+            Ok(ingests) => ingests
+                .into_iter()
+                .find(|i| i.id == ingest_id)
+                .and_then(|i| i.internal_url)
+                .map(|base| {
+                    format!(
+                        "{}/internal/media/{}",
+                        base.trim_end_matches('/'),
+                        stream_id
+                    )
+                }),
+            Err(_) => None,
+        }
+    }
+
+    fn reconnect_window_ms(&self) -> u64 {
+        u64::try_from(self.inner.config.reconnect_window.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The reconnect window: continues the channel's last stream if this publisher left it
+    /// moments ago with the same key. `None`: start a new stream.
+    async fn try_resume(
+        &self,
+        request: &PublishRequest,
+        key_hash: &str,
+    ) -> Result<Option<PublishGrant>, StateError> {
+        let window_ms = self.reconnect_window_ms();
+        if window_ms == 0 {
+            return Ok(None);
+        }
+        let who = Resumption {
+            channel: request.channel.clone(),
+            key_hash: key_hash.to_owned(),
+            ingest_id: request.ingest_id.clone(),
+            source: request.source,
+        };
+        let Some(record) = self
+            .inner
+            .state
+            .resume_stream(&who, now_ms(), window_ms)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let resume = EncoderCommand::Resume {
+            stream_id: record.stream_id.clone(),
+            ingest_id: record.ingest_id.clone(),
+            source: record.source,
+            media_url: self.media_url(&record.ingest_id, &record.stream_id).await,
+        };
+        if let Err(err) = self.inner.bus.to_encoder(&record.encoder_id, resume).await {
+            // Its encoder is gone: that stream is over, and this publisher starts a new one.
+            tracing::warn!(
+                channel = %record.channel, stream_id = %record.stream_id, encoder = %record.encoder_id, %err,
+                "could not hand the reconnected publisher to its stream's encoder: ending that stream, starting a new one"
+            );
+            if self
+                .inner
+                .state
+                .finish_stream(&record.stream_id)
+                .await?
+                .is_some()
+            {
+                self.push_event(&record.channel, &record.stream_id, WebAppEventKind::Closed)
+                    .await
+                    .map_err(|e| StateError::Unavailable(e.to_string()))?;
+            }
+            return Ok(None);
+        }
+        self.inner
+            .counters
+            .publishes_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .publishes_resumed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            channel = %record.channel, stream_id = %record.stream_id, encoder = %record.encoder_id,
+            ingest = %record.ingest_id, user_ip = %request.user_ip,
+            "publish accepted: the publisher reconnected within the window, the stream goes on"
+        );
+        Ok(Some(PublishGrant {
+            stream_id: record.stream_id,
+            encoder_id: record.encoder_id,
+        }))
     }
 
     async fn push_event(
@@ -337,7 +460,12 @@ impl Coordinator {
                     // The encoder sees its media end and finishes the stream as usual.
                     self.inner
                         .state
-                        .publisher_gone(&stream.channel, &stream.stream_id)
+                        .publisher_gone(
+                            &stream.channel,
+                            &stream.stream_id,
+                            now_ms(),
+                            self.reconnect_window_ms(),
+                        )
                         .await?;
                     report.publishers_released += 1;
                 }
@@ -418,6 +546,12 @@ impl Coordinator {
             "counter",
             "Publishes refused.",
             c.publishes_refused.load(Ordering::Relaxed),
+        );
+        metric(
+            "vstream_publishes_resumed_total",
+            "counter",
+            "Publishes that continued a stream within the reconnect window.",
+            c.publishes_resumed.load(Ordering::Relaxed),
         );
         metric(
             "vstream_events_delivered_total",
@@ -512,6 +646,12 @@ impl ControlPlane for Coordinator {
                 );
             }
         };
+        let key_hash = key_hash(&request.channel, &request.key);
+        match self.try_resume(&request, &key_hash).await {
+            Ok(Some(grant)) => return Ok(grant),
+            Ok(None) => {}
+            Err(err) => return self.refuse(&request, PublishRefusal::Unavailable(err.to_string())),
+        }
         let record = StreamRecord {
             stream_id: StreamId::generate(),
             channel: request.channel.clone(),
@@ -521,6 +661,8 @@ impl ControlPlane for Coordinator {
             options,
             started_at_ms: now_ms(),
             publishing: true,
+            key_hash,
+            publisher_left_at_ms: 0,
         };
         let record = match self.inner.state.start_stream(record).await {
             Ok(record) => record,
@@ -534,20 +676,7 @@ impl ControlPlane for Coordinator {
                 return self.refuse(&request, PublishRefusal::Unavailable(err.to_string()))
             }
         };
-        let media_url = match self.inner.state.ingests().await {
-            Ok(ingests) => ingests
-                .into_iter()
-                .find(|i| i.id == record.ingest_id)
-                .and_then(|i| i.internal_url)
-                .map(|base| {
-                    format!(
-                        "{}/internal/media/{}",
-                        base.trim_end_matches('/'),
-                        record.stream_id
-                    )
-                }),
-            Err(_) => None,
-        };
+        let media_url = self.media_url(&record.ingest_id, &record.stream_id).await;
         let job = EncoderJob {
             stream_id: record.stream_id.clone(),
             channel: record.channel.clone(),
@@ -555,6 +684,7 @@ impl ControlPlane for Coordinator {
             source: record.source,
             options: record.options.clone(),
             media_url,
+            reconnect_window_ms: self.reconnect_window_ms(),
         };
         if let Err(err) = self
             .inner
@@ -584,7 +714,7 @@ impl ControlPlane for Coordinator {
         let record = self
             .inner
             .state
-            .publisher_gone(channel, stream_id)
+            .publisher_gone(channel, stream_id, now_ms(), self.reconnect_window_ms())
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))?;
         tracing::info!(channel, %stream_id, known = record.is_some(), "publisher ended");

@@ -48,10 +48,20 @@ impl Bus for RedisBus {
             .await
             .map_err(unavailable)?;
         if receivers == 0 {
-            tracing::warn!(
-                encoder = encoder_id,
-                "no encoder subscribed to its channel; it will find the job when it subscribes"
-            );
+            match &command {
+                EncoderCommand::Start(_) => tracing::warn!(
+                    encoder = encoder_id,
+                    "no encoder subscribed to its channel; it will find the job when it subscribes"
+                ),
+                // Not stored: the stream waiting for it ends, and the publisher gets a new one.
+                EncoderCommand::Resume { .. } => {
+                    return Err(BusError::NoSuchNode(encoder_id.to_owned()))
+                }
+                EncoderCommand::Stop { .. } => tracing::warn!(
+                    encoder = encoder_id,
+                    "no encoder subscribed to its channel: stop not delivered"
+                ),
+            }
         }
         Ok(())
     }

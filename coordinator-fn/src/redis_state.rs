@@ -10,8 +10,8 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::state::{
-    EncoderNode, EncoderStatus, IngestNode, PendingEvent, StartError, StateError, StateStore,
-    StreamRecord,
+    EncoderNode, EncoderStatus, IngestNode, PendingEvent, Resumption, StartError, StateError,
+    StateStore, StreamRecord,
 };
 use crate::webapp::WebAppEvent;
 
@@ -83,19 +83,67 @@ if redis.call('GET', p .. 'channel:' .. r.channel) == sid then
 end
 redis.call('SREM', p .. 'encoder:' .. r.encoder_id .. ':streams', sid)
 redis.call('HDEL', p .. 'jobs:' .. r.encoder_id, sid)
+if redis.call('GET', p .. 'lingering:' .. r.channel) == sid then
+  redis.call('DEL', p .. 'lingering:' .. r.channel)
+end
 return record
 "#;
 
+/// The record is edited as text (`cjson` would turn `[]` into `{}` and could round large
+/// numbers); the field order is the one `serde` writes for [`StreamRecord`].
 const PUBLISHER_GONE: &str = r#"
-local p, channel, sid = ARGV[1], ARGV[2], ARGV[3]
+local p, channel, sid, now, linger = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('GET', p .. 'channel:' .. channel) == sid then
   redis.call('DEL', p .. 'channel:' .. channel)
 end
 local record = redis.call('GET', p .. 'stream:' .. sid)
 if not record then return false end
+if not string.find(record, '"publishing":true', 1, true) then return record end
 record = string.gsub(record, '"publishing":true', '"publishing":false', 1)
+record = string.gsub(record, '"publisher_left_at_ms":%d+', '"publisher_left_at_ms":' .. now, 1)
 redis.call('SET', p .. 'stream:' .. sid, record)
+if linger > 0 and string.find(record, '"key_hash":"%x') then
+  redis.call('SET', p .. 'lingering:' .. channel, sid, 'PX', linger)
+end
 return record
+"#;
+
+/// `ingest` is the new ingest ID as a JSON string (quotes and escapes included).
+const RESUME: &str = r#"
+local p, channel, hash, ingest, source = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now, window = tonumber(ARGV[6]), tonumber(ARGV[7])
+if window <= 0 or hash == '' then return false end
+if redis.call('EXISTS', p .. 'channel:' .. channel) == 1 then return false end
+local sid = redis.call('GET', p .. 'lingering:' .. channel)
+if not sid then return false end
+local record = redis.call('GET', p .. 'stream:' .. sid)
+if not record then return false end
+local r = cjson.decode(record)
+if r.publishing or r.channel ~= channel or r.key_hash ~= hash then return false end
+local left = tonumber(r.publisher_left_at_ms) or 0
+if now - left >= window then return false end
+record = string.gsub(record, '"publishing":false', '"publishing":true', 1)
+record = string.gsub(record, '"publisher_left_at_ms":%d+', '"publisher_left_at_ms":0', 1)
+local with_ingest = string.gsub('"ingest_id":' .. ingest .. ',"encoder_id":', '%%', '%%%%')
+record = string.gsub(record, '"ingest_id":".-","encoder_id":', with_ingest, 1)
+record = string.gsub(record, '"source":"%u+"', '"source":"' .. source .. '"', 1)
+redis.call('SET', p .. 'stream:' .. sid, record)
+redis.call('SET', p .. 'channel:' .. channel, sid)
+redis.call('DEL', p .. 'lingering:' .. channel)
+return record
+"#;
+
+const FORBID_RESUME: &str = r#"
+local p, sid = ARGV[1], ARGV[2]
+local record = redis.call('GET', p .. 'stream:' .. sid)
+if not record then return 0 end
+record = string.gsub(record, '"key_hash":"%x*"', '"key_hash":""', 1)
+redis.call('SET', p .. 'stream:' .. sid, record)
+local r = cjson.decode(record)
+if redis.call('GET', p .. 'lingering:' .. r.channel) == sid then
+  redis.call('DEL', p .. 'lingering:' .. r.channel)
+end
+return 1
 "#;
 
 const LEASE: &str = r#"
@@ -157,6 +205,8 @@ pub struct RedisState {
     moved: Script,
     finish: Script,
     publisher_gone: Script,
+    resume: Script,
+    forbid_resume: Script,
     lease: Script,
     delivered: Script,
 }
@@ -187,6 +237,8 @@ impl RedisState {
             moved: move_script(),
             finish: Script::new(FINISH),
             publisher_gone: Script::new(PUBLISHER_GONE),
+            resume: Script::new(RESUME),
+            forbid_resume: Script::new(FORBID_RESUME),
             lease: Script::new(LEASE),
             delivered: Script::new(DELIVERED),
         })
@@ -344,6 +396,7 @@ impl StateStore for RedisState {
     async fn start_stream(&self, mut record: StreamRecord) -> Result<StreamRecord, StartError> {
         record.encoder_id = ENCODER_PLACEHOLDER.to_owned();
         record.publishing = true;
+        record.publisher_left_at_ms = 0;
         let json = serde_json::to_string(&record).map_err(|e| corrupt("stream", e))?;
         let mut conn = self.conn.clone();
         let (status, value): (String, String) = self
@@ -368,6 +421,8 @@ impl StateStore for RedisState {
         &self,
         channel: &str,
         stream_id: &StreamId,
+        now_ms: u64,
+        linger_ms: u64,
     ) -> Result<Option<StreamRecord>, StateError> {
         let mut conn = self.conn.clone();
         let record: Option<String> = self
@@ -375,12 +430,50 @@ impl StateStore for RedisState {
             .arg(&self.config.prefix)
             .arg(channel)
             .arg(stream_id.as_str())
+            .arg(now_ms)
+            .arg(linger_ms)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         record
             .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
             .transpose()
+    }
+
+    async fn resume_stream(
+        &self,
+        who: &Resumption,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<Option<StreamRecord>, StateError> {
+        let ingest = serde_json::to_string(&who.ingest_id).map_err(|e| corrupt("ingest", e))?;
+        let mut conn = self.conn.clone();
+        let record: Option<String> = self
+            .resume
+            .arg(&self.config.prefix)
+            .arg(&who.channel)
+            .arg(&who.key_hash)
+            .arg(ingest)
+            .arg(who.source.as_str())
+            .arg(now_ms)
+            .arg(window_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        record
+            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
+            .transpose()
+    }
+
+    async fn forbid_resume(&self, stream_id: &StreamId) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        self.forbid_resume
+            .arg(&self.config.prefix)
+            .arg(stream_id.as_str())
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 
     async fn finish_stream(

@@ -58,6 +58,41 @@ pub struct StreamRecord {
     pub started_at_ms: u64,
     /// The publisher is still connected (holds the channel).
     pub publishing: bool,
+    /// SHA-256 (hex) of the publisher's channel and key ([`key_hash`]), never the key itself:
+    /// a reconnect with the same key may resume the stream. Empty: the stream may not be
+    /// resumed (closed by the commands API, or a record from an older version).
+    #[serde(default)]
+    pub key_hash: String,
+    /// When the publisher left (ms since the epoch); 0 while it is there.
+    #[serde(default)]
+    pub publisher_left_at_ms: u64,
+}
+
+/// What a [`StreamRecord`] keeps of a publisher's key: SHA-256 of the channel and the key,
+/// lowercase hex.
+pub fn key_hash(channel: &str, key: &str) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"vstream-publish-key\0");
+    hasher.update(channel.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(key.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A publisher that asks to continue a stream of its channel (the reconnect window).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumption {
+    pub channel: String,
+    /// [`key_hash`] of the publisher's channel and key.
+    pub key_hash: String,
+    /// The ingest node (and protocol) the publisher is on now.
+    pub ingest_id: String,
+    pub source: SourceKind,
 }
 
 /// An event waiting for delivery.
@@ -96,12 +131,31 @@ pub trait StateStore: Send + Sync + 'static {
     /// Atomically: takes the channel, picks the least loaded encoder with room, counts the
     /// load and stores the stream. `record.encoder_id` is filled in.
     async fn start_stream(&self, record: StreamRecord) -> Result<StreamRecord, StartError>;
-    /// The publisher left: frees the channel (if that stream holds it).
+    /// The publisher left: frees the channel (if that stream holds it), marks the stream not
+    /// publishing and notes when it left (`now_ms`). With `linger_ms` > 0 the stream is the
+    /// channel's candidate for [`StateStore::resume_stream`] during that time (unless its
+    /// record has no key hash). Only the first report of a leaving counts.
     async fn publisher_gone(
         &self,
         channel: &str,
         stream_id: &StreamId,
+        now_ms: u64,
+        linger_ms: u64,
     ) -> Result<Option<StreamRecord>, StateError>;
+    /// Atomically: if the channel is free and the last stream whose publisher left it is
+    /// still there (its encoder has not finished it), is not publishing, has the same key hash
+    /// and its publisher left less than `window_ms` before `now_ms`, that stream is publishing
+    /// again from `who.ingest_id` / `who.source` and holds the channel. Returns it, or `None`
+    /// (then the caller starts a new stream).
+    async fn resume_stream(
+        &self,
+        who: &Resumption,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<Option<StreamRecord>, StateError>;
+    /// The stream may not be resumed any more (it is being closed): its key hash is
+    /// cleared and it is no longer its channel's candidate.
+    async fn forbid_resume(&self, stream_id: &StreamId) -> Result<(), StateError>;
     /// The stream is over: releases its encoder load and forgets it. Returns it the first time.
     async fn finish_stream(&self, stream_id: &StreamId)
         -> Result<Option<StreamRecord>, StateError>;
@@ -156,6 +210,8 @@ struct Memory {
     encoders: BTreeMap<String, EncoderStatus>,
     ingests: BTreeMap<String, IngestNode>,
     channels: HashMap<String, StreamId>,
+    /// Channel → the last stream whose publisher left it, and until when it may be resumed.
+    lingering: HashMap<String, (StreamId, u64)>,
     streams: BTreeMap<StreamId, StreamRecord>,
     events: BTreeMap<StreamId, EventQueue>,
 }
@@ -231,6 +287,7 @@ impl StateStore for MemoryState {
         encoder.load += 1;
         record.encoder_id = encoder.id.clone();
         record.publishing = true;
+        record.publisher_left_at_ms = 0;
         m.channels
             .insert(record.channel.clone(), record.stream_id.clone());
         m.streams.insert(record.stream_id.clone(), record.clone());
@@ -241,15 +298,81 @@ impl StateStore for MemoryState {
         &self,
         channel: &str,
         stream_id: &StreamId,
+        now_ms: u64,
+        linger_ms: u64,
     ) -> Result<Option<StreamRecord>, StateError> {
         let mut m = self.lock();
         if m.channels.get(channel) == Some(stream_id) {
             m.channels.remove(channel);
         }
-        Ok(m.streams.get_mut(stream_id).map(|s| {
-            s.publishing = false;
-            s.clone()
-        }))
+        let Some(record) = m.streams.get_mut(stream_id) else {
+            return Ok(None);
+        };
+        if !record.publishing {
+            return Ok(Some(record.clone()));
+        }
+        record.publishing = false;
+        record.publisher_left_at_ms = now_ms;
+        let record = record.clone();
+        if linger_ms > 0 && !record.key_hash.is_empty() {
+            m.lingering.insert(
+                channel.to_owned(),
+                (stream_id.clone(), now_ms.saturating_add(linger_ms)),
+            );
+        }
+        Ok(Some(record))
+    }
+
+    async fn resume_stream(
+        &self,
+        who: &Resumption,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<Option<StreamRecord>, StateError> {
+        let mut m = self.lock();
+        if window_ms == 0 || who.key_hash.is_empty() || m.channels.contains_key(&who.channel) {
+            return Ok(None);
+        }
+        let Some((stream_id, until)) = m.lingering.get(&who.channel).cloned() else {
+            return Ok(None);
+        };
+        if now_ms >= until {
+            return Ok(None);
+        }
+        let Some(record) = m.streams.get_mut(&stream_id) else {
+            return Ok(None);
+        };
+        let resumable = !record.publishing
+            && record.channel == who.channel
+            && record.key_hash == who.key_hash
+            && now_ms.saturating_sub(record.publisher_left_at_ms) < window_ms;
+        if !resumable {
+            return Ok(None);
+        }
+        record.publishing = true;
+        record.publisher_left_at_ms = 0;
+        record.ingest_id = who.ingest_id.clone();
+        record.source = who.source;
+        let record = record.clone();
+        m.lingering.remove(&who.channel);
+        m.channels.insert(who.channel.clone(), stream_id);
+        Ok(Some(record))
+    }
+
+    async fn forbid_resume(&self, stream_id: &StreamId) -> Result<(), StateError> {
+        let mut m = self.lock();
+        let Some(record) = m.streams.get_mut(stream_id) else {
+            return Ok(());
+        };
+        record.key_hash.clear();
+        let channel = record.channel.clone();
+        if m.lingering
+            .get(&channel)
+            .is_some_and(|(id, _)| id == stream_id)
+        {
+            m.lingering.remove(&channel);
+        }
+        Ok(())
     }
 
     async fn finish_stream(
@@ -262,6 +385,12 @@ impl StateStore for MemoryState {
         };
         if m.channels.get(&record.channel) == Some(stream_id) {
             m.channels.remove(&record.channel);
+        }
+        if m.lingering
+            .get(&record.channel)
+            .is_some_and(|(id, _)| id == stream_id)
+        {
+            m.lingering.remove(&record.channel);
         }
         if let Some(encoder) = m.encoders.get_mut(&record.encoder_id) {
             encoder.load = encoder.load.saturating_sub(1);

@@ -18,7 +18,7 @@ use contract::resolution::ResolutionRequest;
 use coordinator_fn::auth::HeaderAuth;
 use coordinator_fn::bus::LocalBus;
 use coordinator_fn::config::CoordinatorConfig;
-use coordinator_fn::state::{EncoderNode, MemoryState};
+use coordinator_fn::state::{EncoderNode, IngestNode, MemoryState, StateStore as _};
 use coordinator_fn::Coordinator;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -520,6 +520,205 @@ async fn commands_api_reports_closes_and_checks_credentials() {
     assert_eq!(stream_id, Some(grant.stream_id));
 }
 
+async fn next_command(rx: &mut tokio::sync::mpsc::Receiver<EncoderCommand>) -> EncoderCommand {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a command within 5 s")
+        .expect("the bus is open")
+}
+
+#[tokio::test]
+async fn a_publisher_back_within_the_window_continues_its_stream() {
+    let app = WebApp::default();
+    *app.verify_status.lock().unwrap() = 200;
+    let base = start_webapp(app.clone()).await;
+    let config = CoordinatorConfig {
+        key_verification_url: Some(format!("{base}/verify")),
+        reconnect_window: Duration::from_secs(5),
+        ..CoordinatorConfig::default()
+    };
+    let mut h = harness(config, 1).await;
+    let c = h.coordinator.clone();
+    // The reconnect lands on another ingest node, which serves media to encoders over HTTP.
+    c.register_ingest(IngestNode {
+        id: "ingest-2".into(),
+        ip: "198.51.100.2".into(),
+        port: 1935,
+        ssl: false,
+        server_type: SourceKind::Rtmp,
+        internal_url: Some("http://10.0.0.2:8081/".into()),
+    })
+    .await
+    .unwrap();
+
+    let first = c.publish(request("demo", "k")).await.unwrap();
+    let EncoderCommand::Start(job) = next_command(&mut h.encoder_rx).await else {
+        panic!("no start")
+    };
+    assert_eq!(job.reconnect_window_ms, 5_000);
+    c.publish_ended("demo", &first.stream_id).await.unwrap();
+
+    let mut back = request("demo", "k");
+    back.ingest_id = "ingest-2".into();
+    back.source = SourceKind::Ws;
+    let again = c.publish(back).await.expect("granted");
+    assert_eq!(again, first, "the same stream, on the same encoder");
+    assert_eq!(
+        app.verifications.lock().unwrap().len(),
+        2,
+        "the web app still decides"
+    );
+    assert_eq!(
+        next_command(&mut h.encoder_rx).await,
+        EncoderCommand::Resume {
+            stream_id: first.stream_id.clone(),
+            ingest_id: "ingest-2".into(),
+            source: SourceKind::Ws,
+            media_url: Some(format!(
+                "http://10.0.0.2:8081/internal/media/{}",
+                first.stream_id
+            )),
+        }
+    );
+    let report = c.report().await.unwrap();
+    assert_eq!(report.active_streams.len(), 1);
+    assert_eq!(report.active_streams[0].stream_id, first.stream_id.as_str());
+    assert_eq!(report.active_streams[0].stream_server, "ingest-2");
+    assert_eq!(c.capacity().await.unwrap().load, 1, "still one stream");
+    assert_eq!(
+        c.publish(request("demo", "k")).await,
+        Err(PublishRefusal::AlreadyPublishing),
+        "the channel is held again"
+    );
+    assert!(c
+        .metrics()
+        .await
+        .contains("vstream_publishes_resumed_total 1"));
+
+    // Another key after the publisher left: a new stream (on no free encoder: the old stream
+    // still holds its load until its encoder reports it closed).
+    c.publish_ended("demo", &first.stream_id).await.unwrap();
+    assert_eq!(
+        c.publish(request("demo", "other")).await,
+        Err(PublishRefusal::NoCapacity)
+    );
+    c.encoder_event(EncoderEvent::Closed {
+        stream_id: first.stream_id.clone(),
+        channel: "demo".into(),
+        encoder_id: "encoder-1".into(),
+    })
+    .await
+    .unwrap();
+    // Once the encoder closed it, the stream is over, whatever the key.
+    let next = c.publish(request("demo", "k")).await.unwrap();
+    assert_ne!(next.stream_id, first.stream_id);
+    assert!(matches!(
+        next_command(&mut h.encoder_rx).await,
+        EncoderCommand::Start(job) if job.stream_id == next.stream_id
+    ));
+}
+
+#[tokio::test]
+async fn without_a_window_or_after_a_close_a_reconnect_is_a_new_stream() {
+    let config = CoordinatorConfig {
+        reconnect_window: Duration::ZERO,
+        ..CoordinatorConfig::default()
+    };
+    let mut h = harness(config, -1).await;
+    let c = h.coordinator.clone();
+    let first = c.publish(request("demo", "k")).await.unwrap();
+    let EncoderCommand::Start(job) = next_command(&mut h.encoder_rx).await else {
+        panic!("no start")
+    };
+    assert_eq!(job.reconnect_window_ms, 0);
+    c.publish_ended("demo", &first.stream_id).await.unwrap();
+    let second = c.publish(request("demo", "k")).await.unwrap();
+    assert_ne!(second.stream_id, first.stream_id);
+
+    // With a window, a stream closed by the commands API is not continued by a reconnect,
+    // and its encoder is told to finish at once.
+    let mut h = harness(CoordinatorConfig::default(), -1).await;
+    let c = h.coordinator.clone();
+    let first = c.publish(request("demo", "k")).await.unwrap();
+    next_command(&mut h.encoder_rx).await;
+    assert_eq!(c.close("demo", None).await.unwrap(), 1);
+    assert!(matches!(
+        h.ingest_rx.recv().await,
+        Some(IngestCommand::Kill { stream_id: Some(id), .. }) if id == first.stream_id
+    ));
+    assert_eq!(
+        next_command(&mut h.encoder_rx).await,
+        EncoderCommand::Stop {
+            stream_id: first.stream_id.clone()
+        }
+    );
+    c.publish_ended("demo", &first.stream_id).await.unwrap();
+    let second = c.publish(request("demo", "k")).await.unwrap();
+    assert_ne!(second.stream_id, first.stream_id);
+    assert!(matches!(
+        next_command(&mut h.encoder_rx).await,
+        EncoderCommand::Start(job) if job.stream_id == second.stream_id
+    ));
+
+    // A stream already waiting in its window is ended by a close too.
+    c.publish_ended("demo", &second.stream_id).await.unwrap();
+    assert_eq!(c.close("demo", Some(&second.stream_id)).await.unwrap(), 1);
+    assert_eq!(
+        next_command(&mut h.encoder_rx).await,
+        EncoderCommand::Stop {
+            stream_id: second.stream_id.clone()
+        }
+    );
+    let third = c.publish(request("demo", "k")).await.unwrap();
+    assert_ne!(third.stream_id, second.stream_id);
+}
+
+#[tokio::test]
+async fn a_reconnect_whose_encoder_is_gone_starts_a_new_stream() {
+    let bus = Arc::new(LocalBus::new());
+    let mut alive = bus.subscribe_encoder("encoder-1");
+    let gone = bus.subscribe_encoder("encoder-9");
+    let state = Arc::new(MemoryState::new());
+    let c = Coordinator::new(CoordinatorConfig::default(), state.clone(), bus);
+    for id in ["encoder-1", "encoder-9"] {
+        c.register_encoder(EncoderNode {
+            id: id.into(),
+            capacity: 1,
+        })
+        .await
+        .unwrap();
+    }
+    let other = c.publish(request("other", "k")).await.unwrap();
+    assert_eq!(other.encoder_id, "encoder-1");
+    let first = c.publish(request("demo", "k")).await.unwrap();
+    assert_eq!(first.encoder_id, "encoder-9");
+    drop(gone);
+    // encoder-1 gets room again.
+    c.publish_ended("other", &other.stream_id).await.unwrap();
+    c.encoder_event(EncoderEvent::Closed {
+        stream_id: other.stream_id.clone(),
+        channel: "other".into(),
+        encoder_id: "encoder-1".into(),
+    })
+    .await
+    .unwrap();
+    while alive.try_recv().is_ok() {}
+
+    c.publish_ended("demo", &first.stream_id).await.unwrap();
+    let again = c.publish(request("demo", "k")).await.unwrap();
+    assert_ne!(again.stream_id, first.stream_id);
+    assert_eq!(again.encoder_id, "encoder-1");
+    assert!(matches!(
+        next_command(&mut alive).await,
+        EncoderCommand::Start(job) if job.stream_id == again.stream_id
+    ));
+    // The old stream is over: its load is released and the web app hears of its end.
+    assert!(state.stream(&first.stream_id).await.unwrap().is_none());
+    let due = state.lease_due_events(u64::MAX / 2, 1).await.unwrap();
+    assert!(due.iter().any(|p| p.event.stream_id == first.stream_id
+        && p.event.kind == coordinator_fn::webapp::WebAppEventKind::Closed));
+}
+
 #[test]
 fn default_resolutions_apply_when_no_web_app_is_configured() {
     use clap::Parser;
@@ -535,4 +734,10 @@ fn default_resolutions_apply_when_no_web_app_is_configured() {
         ResolutionRequest::Original
     );
     assert_eq!(config.default_options.resolutions.len(), 2);
+    assert_eq!(config.reconnect_window, Duration::from_secs(5));
+    let cli = Cli::parse_from(["x", "--reconnect-window-seconds", "0"]);
+    assert_eq!(
+        cli.c.to_config(None).unwrap().reconnect_window,
+        Duration::ZERO
+    );
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use contract::control::{SourceKind, StreamOptions};
 use contract::StreamId;
+use coordinator_fn::coordinator::now_ms;
 use coordinator_fn::redis_state::{RedisState, RedisStateConfig};
 use coordinator_fn::state::{
-    EncoderNode, IngestNode, MemoryState, StartError, StateStore, StreamRecord,
+    key_hash, EncoderNode, IngestNode, MemoryState, Resumption, StartError, StateStore,
+    StreamRecord,
 };
 use coordinator_fn::webapp::{WebAppEvent, WebAppEventKind};
 
@@ -73,6 +75,8 @@ fn record(channel: &str) -> StreamRecord {
         options: StreamOptions::default(),
         started_at_ms: 1_764_000_000_123,
         publishing: true,
+        key_hash: key_hash(channel, "key"),
+        publisher_left_at_ms: 0,
     }
 }
 
@@ -135,11 +139,12 @@ async fn suite(state: Arc<dyn StateStore>) {
 
     // The publisher leaves: the channel is free, the load stays until the stream finishes.
     let gone = state
-        .publisher_gone("a", &a.stream_id)
+        .publisher_gone("a", &a.stream_id, 1_764_000_000_999, 0)
         .await
         .unwrap()
         .unwrap();
     assert!(!gone.publishing);
+    assert_eq!(gone.publisher_left_at_ms, 1_764_000_000_999);
     assert_eq!(state.channel_holder("a").await.unwrap(), None);
     assert_eq!(state.encoders().await.unwrap()[0].load, 1);
     let finished = state.finish_stream(&a.stream_id).await.unwrap();
@@ -207,9 +212,215 @@ async fn suite(state: Arc<dyn StateStore>) {
     assert_eq!(state.event_backlog(6000).await.unwrap(), (0, 0));
 }
 
+/// A publisher of `channel` with `key`, now on `ingest-2` over WebSocket.
+fn back(channel: &str, key: &str) -> Resumption {
+    Resumption {
+        channel: channel.into(),
+        key_hash: key_hash(channel, key),
+        ingest_id: "ingest-2".into(),
+        source: SourceKind::Ws,
+    }
+}
+
+/// The reconnect window: who may continue a stream whose publisher left.
+async fn resume_suite(state: Arc<dyn StateStore>) {
+    const WINDOW: u64 = 5_000;
+    state
+        .register_encoder(EncoderNode {
+            id: "e1".into(),
+            capacity: -1,
+        })
+        .await
+        .unwrap();
+    // Real time: Redis expires the channel's candidate by its own clock.
+    let t0 = now_ms();
+    let a = state.start_stream(record("a")).await.unwrap();
+    assert_eq!(a.key_hash, key_hash("a", "key"));
+    assert_ne!(a.key_hash, key_hash("a", "other"));
+    assert!(!a.key_hash.contains("key"), "a hash, not the key");
+
+    // While the publisher is there, nobody resumes (the channel is busy).
+    assert_eq!(
+        state
+            .resume_stream(&back("a", "key"), t0, WINDOW)
+            .await
+            .unwrap(),
+        None
+    );
+    let gone = state
+        .publisher_gone("a", &a.stream_id, t0, WINDOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!gone.publishing);
+    assert_eq!(gone.publisher_left_at_ms, t0);
+    // A repeated report of the same leaving changes nothing.
+    let again = state
+        .publisher_gone("a", &a.stream_id, t0 + 1_000, WINDOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.publisher_left_at_ms, t0);
+
+    // Another key, another channel, the window off, or its end: not resumed.
+    for (who, now, window) in [
+        (back("a", "other"), t0 + 100, WINDOW),
+        (back("b", "key"), t0 + 100, WINDOW),
+        (back("a", "key"), t0 + 100, 0),
+        (back("a", "key"), t0 + WINDOW, WINDOW),
+    ] {
+        assert_eq!(
+            state.resume_stream(&who, now, window).await.unwrap(),
+            None,
+            "{who:?} at +{} ms, window {window}",
+            now - t0
+        );
+    }
+    assert_eq!(state.channel_holder("a").await.unwrap(), None);
+
+    // The same key within the window: the same stream goes on, from the new ingest.
+    let resumed = state
+        .resume_stream(&back("a", "key"), t0 + 1_500, WINDOW)
+        .await
+        .unwrap()
+        .expect("resumed");
+    assert_eq!(resumed.stream_id, a.stream_id);
+    assert!(resumed.publishing);
+    assert_eq!(resumed.publisher_left_at_ms, 0);
+    assert_eq!(resumed.ingest_id, "ingest-2");
+    assert_eq!(resumed.source, SourceKind::Ws);
+    assert_eq!(
+        (resumed.encoder_id.as_str(), resumed.started_at_ms),
+        ("e1", a.started_at_ms)
+    );
+    assert_eq!(resumed.options, a.options);
+    assert_eq!(
+        state.stream(&a.stream_id).await.unwrap(),
+        Some(resumed.clone())
+    );
+    assert_eq!(
+        state.channel_holder("a").await.unwrap(),
+        Some(a.stream_id.clone())
+    );
+    assert_eq!(state.encoders().await.unwrap()[0].load, 1, "the same load");
+    assert_eq!(
+        state
+            .resume_stream(&back("a", "key"), t0 + 1_600, WINDOW)
+            .await
+            .unwrap(),
+        None,
+        "resumed once"
+    );
+    // It may leave and come back again.
+    let t1 = now_ms();
+    state
+        .publisher_gone("a", &a.stream_id, t1, WINDOW)
+        .await
+        .unwrap();
+    assert!(state
+        .resume_stream(&back("a", "key"), t1 + 10, WINDOW)
+        .await
+        .unwrap()
+        .is_some());
+
+    // Left without a window: not resumable, even if a window is asked for later.
+    let t2 = now_ms();
+    state
+        .publisher_gone("a", &a.stream_id, t2, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .resume_stream(&back("a", "key"), t2 + 10, WINDOW)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Only the channel's last stream is a candidate: B (another key) started and left after A.
+    let c = state.start_stream(record("c")).await.unwrap();
+    state
+        .publisher_gone("c", &c.stream_id, t2, WINDOW)
+        .await
+        .unwrap();
+    let mut other = record("c");
+    other.key_hash = key_hash("c", "other");
+    let d = state.start_stream(other).await.unwrap();
+    assert_eq!(
+        state
+            .resume_stream(&back("c", "key"), t2 + 10, WINDOW)
+            .await
+            .unwrap(),
+        None,
+        "the channel is busy"
+    );
+    state
+        .publisher_gone("c", &d.stream_id, t2 + 20, WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .resume_stream(&back("c", "key"), t2 + 30, WINDOW)
+            .await
+            .unwrap(),
+        None,
+        "C is no longer the channel's candidate"
+    );
+    assert_eq!(
+        state
+            .resume_stream(&back("c", "other"), t2 + 30, WINDOW)
+            .await
+            .unwrap()
+            .map(|r| r.stream_id),
+        Some(d.stream_id.clone())
+    );
+
+    // A finished stream, or one closed by the commands API, is not resumed.
+    let e = state.start_stream(record("e")).await.unwrap();
+    state
+        .publisher_gone("e", &e.stream_id, t2, WINDOW)
+        .await
+        .unwrap();
+    state.finish_stream(&e.stream_id).await.unwrap();
+    assert_eq!(
+        state
+            .resume_stream(&back("e", "key"), t2 + 10, WINDOW)
+            .await
+            .unwrap(),
+        None
+    );
+    let f = state.start_stream(record("f")).await.unwrap();
+    state.forbid_resume(&f.stream_id).await.unwrap();
+    state
+        .publisher_gone("f", &f.stream_id, t2, WINDOW)
+        .await
+        .unwrap();
+    let g = state.start_stream(record("g")).await.unwrap();
+    state
+        .publisher_gone("g", &g.stream_id, t2, WINDOW)
+        .await
+        .unwrap();
+    state.forbid_resume(&g.stream_id).await.unwrap();
+    for channel in ["f", "g"] {
+        assert_eq!(
+            state
+                .resume_stream(&back(channel, "key"), t2 + 10, WINDOW)
+                .await
+                .unwrap(),
+            None,
+            "{channel}"
+        );
+    }
+    assert_eq!(
+        state.stream(&g.stream_id).await.unwrap().unwrap().key_hash,
+        ""
+    );
+}
+
 #[tokio::test]
 async fn memory_state_behaves() {
     suite(Arc::new(MemoryState::new())).await;
+    resume_suite(Arc::new(MemoryState::new())).await;
 }
 
 #[tokio::test]
@@ -219,6 +430,45 @@ async fn redis_state_behaves() {
         .await
         .unwrap();
     suite(Arc::new(state)).await;
+    let state = RedisState::connect(
+        &server.url,
+        RedisStateConfig {
+            prefix: "resume:".into(),
+            ..RedisStateConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    resume_suite(Arc::new(state)).await;
+}
+
+#[tokio::test]
+async fn redis_forgets_the_candidate_when_the_window_ends() {
+    let server = redis_server().await;
+    let state = RedisState::connect(&server.url, RedisStateConfig::default())
+        .await
+        .unwrap();
+    state
+        .register_encoder(EncoderNode {
+            id: "e1".into(),
+            capacity: -1,
+        })
+        .await
+        .unwrap();
+    let a = state.start_stream(record("a")).await.unwrap();
+    state
+        .publisher_gone("a", &a.stream_id, now_ms(), 200)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The caller's clock says "within the window", but the candidate expired in Redis.
+    assert_eq!(
+        state
+            .resume_stream(&back("a", "key"), a.started_at_ms, 5_000)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]

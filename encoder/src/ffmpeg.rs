@@ -108,6 +108,10 @@ pub struct HlsJobParams<'a> {
     pub segment_type: SegmentType,
     /// A JPEG of `W×H` every `SECONDS` seconds.
     pub preview: Option<PreviewSpec>,
+    /// Fit the source into each rendition's size keeping its aspect ratio, with black bars,
+    /// instead of scaling to it: for a source that changed shape after a reconnect (the
+    /// renditions were fitted to the first source).
+    pub letterbox: bool,
 }
 
 /// JPEG quality of previews (`-q:v`, 2 = best, 31 = worst).
@@ -138,8 +142,13 @@ fn number(value: f64) -> String {
 }
 
 /// The filter graph: one decode, `split`, then per rendition `scale` (and `fps` when capped),
-/// and for previews a branch `[pv]` of one frame every `SECONDS`, letterboxed to `W×H`.
-pub fn filter_graph(renditions: &[Rendition], preview: Option<&PreviewSpec>) -> String {
+/// and for previews a branch `[pv]` of one frame every `SECONDS`, letterboxed to `W×H`. With
+/// `letterbox`, the renditions are letterboxed too.
+pub fn filter_graph(
+    renditions: &[Rendition],
+    preview: Option<&PreviewSpec>,
+    letterbox: bool,
+) -> String {
     let branches = renditions.len() + usize::from(preview.is_some());
     let mut graph = format!("[0:v:0]split={branches}");
     for i in 0..renditions.len() {
@@ -149,7 +158,14 @@ pub fn filter_graph(renditions: &[Rendition], preview: Option<&PreviewSpec>) -> 
         graph.push_str("[sp]");
     }
     for (i, r) in renditions.iter().enumerate() {
-        graph.push_str(&format!(";[s{i}]scale={}:{}", r.width, r.height));
+        if letterbox {
+            let (w, h) = (r.width, r.height);
+            graph.push_str(&format!(
+                ";[s{i}]scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1"
+            ));
+        } else {
+            graph.push_str(&format!(";[s{i}]scale={}:{}", r.width, r.height));
+        }
         if r.fps_capped {
             graph.push_str(&format!(",fps={}", number(r.fps)));
         }
@@ -202,7 +218,7 @@ pub fn build_args(p: &HlsJobParams<'_>) -> Vec<String> {
     push(&["-i", "pipe:0"]);
     push(&[
         "-filter_complex",
-        &filter_graph(p.renditions, p.preview.as_ref()),
+        &filter_graph(p.renditions, p.preview.as_ref(), p.letterbox),
     ]);
     for i in 0..p.renditions.len() {
         push(&["-map", &format!("[v{i}]")]);
@@ -550,7 +566,19 @@ mod tests {
             out_dir: "/work/s1/attempt-0",
             segment_type: SegmentType::MpegTs,
             preview: None,
+            letterbox: false,
         }
+    }
+
+    #[test]
+    fn a_resumed_source_of_another_shape_is_letterboxed_into_the_renditions() {
+        let renditions = two_renditions();
+        assert_eq!(
+            filter_graph(&renditions, None, true),
+            "[0:v:0]split=2[s0][s1];\
+             [s0]scale=1280:720:force_original_aspect_ratio=decrease:force_divisible_by=2,pad=1280:720:(ow-iw)/2:(oh-ih)/2,setsar=1[v0];\
+             [s1]scale=640:360:force_original_aspect_ratio=decrease:force_divisible_by=2,pad=640:360:(ow-iw)/2:(oh-ih)/2,setsar=1,fps=15[v1]"
+        );
     }
 
     fn words(text: &str) -> Vec<String> {

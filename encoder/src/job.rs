@@ -8,6 +8,15 @@
 //! are published, every playlist gets `EXT-X-ENDLIST`, and `Closed` is sent last. The
 //! objects of a stream that is not recorded are deleted `HLS_CLEANUP_DELAY_SECONDS` later by a
 //! task of the encoder ([`crate::cleanup`]).
+//!
+//! The reconnect window: when the media ends and the job has a `reconnect_window_ms`, the last
+//! segments are published but the playlists stay open while the job waits that long (plus
+//! [`RESUME_MARGIN`]) for a [`Resume`]: the publisher back, maybe on another ingest node or
+//! over another protocol. The media is then re-opened and probed again, and ffmpeg runs again
+//! into the same renditions (letterboxed if the source changed shape), the numbering going on
+//! and the first new segment of every rendition marked as a discontinuity, as after a crash
+//! (a resume is not a restart: it does not count against [`MAX_RESTARTS`]). No `Resume` in
+//! time, a `Stop` or the shutdown: the stream ends as above.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,10 +24,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use contract::control::{
-    ControlPlane, EncoderEvent, EncoderJob, MediaError, MediaSource, MediaStream,
+    ControlPlane, EncoderEvent, EncoderJob, MediaError, MediaSource, MediaStream, SourceKind,
 };
 use contract::resolution::fit_renditions;
-use contract::Rendition;
+use contract::{Rendition, SourceVideo};
 use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +52,18 @@ pub const MAX_RESTARTS: u32 = 3;
 const FEED_QUEUE: usize = 64;
 /// Pause before a restart (times the restart number).
 const RESTART_BACKOFF: Duration = Duration::from_millis(500);
+/// Beyond the reconnect window, how long a job still waits for its `Resume`: the coordinator
+/// counts the window from the publisher's end, which comes before the end of the media here,
+/// and the command takes a moment to arrive.
+pub(crate) const RESUME_MARGIN: Duration = Duration::from_secs(1);
+
+/// The publisher of a job's stream came back (`EncoderCommand::Resume`).
+#[derive(Debug, Clone)]
+pub(crate) struct Resume {
+    pub ingest_id: String,
+    pub source: SourceKind,
+    pub media_url: Option<String>,
+}
 
 /// Why a stream ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +104,7 @@ pub(crate) struct Services {
 pub(crate) async fn run_job(
     services: Arc<Services>,
     job: EncoderJob,
+    mut resumes: mpsc::Receiver<Resume>,
     stop: CancellationToken,
     shutdown: CancellationToken,
     release: impl FnOnce(),
@@ -93,6 +115,7 @@ pub(crate) async fn run_job(
     let outcome = std::panic::AssertUnwindSafe(encode(
         &services,
         &job,
+        &mut resumes,
         &stop,
         &shutdown,
         &events,
@@ -101,6 +124,8 @@ pub(crate) async fn run_job(
     ))
     .catch_unwind()
     .await;
+    // From now on a `Resume` is refused (and logged) by the command loop.
+    resumes.close();
     match outcome {
         Ok(Ok(())) => {
             let counts: Vec<String> = summary
@@ -141,9 +166,11 @@ pub(crate) async fn run_job(
 
 /// Encodes and publishes the stream; `summary` is what was published (also when the stream
 /// ended with an error after publishing began).
+#[allow(clippy::too_many_arguments)]
 async fn encode(
     services: &Services,
     job: &EncoderJob,
+    resumes: &mut mpsc::Receiver<Resume>,
     stop: &CancellationToken,
     shutdown: &CancellationToken,
     events: &EventSender,
@@ -230,14 +257,17 @@ async fn encode(
             .instrument(tracing::Span::current()),
     );
 
-    let plan = Plan {
-        job,
+    let mut plan = Plan {
+        job: job.clone(),
         renditions: &renditions,
         has_audio: probed.has_audio,
+        first_video: video,
+        first_has_audio: probed.has_audio,
+        letterbox: false,
         work,
         work_text: &work_text,
     };
-    let supervised = supervise(services, &plan, stop, media, prefix, &spool).await;
+    let supervised = supervise(services, &mut plan, stop, resumes, media, prefix, &spool).await;
     // Everything ffmpeg produced is in the spool: the publisher drains it and finishes.
     spool.close();
     *summary = Some(
@@ -263,17 +293,25 @@ async fn open_media(
 
 /// What every ffmpeg run of a job shares.
 struct Plan<'a> {
-    job: &'a EncoderJob,
+    /// The job, with the ingest, source and media URL of the current publisher.
+    job: EncoderJob,
     renditions: &'a [Rendition],
+    /// Whether this run encodes audio.
     has_audio: bool,
+    /// The source the renditions were fitted to.
+    first_video: SourceVideo,
+    /// Whether the first source had audio (the master's `CODECS` say so).
+    first_has_audio: bool,
+    /// The current source has another shape than the first: letterboxed into the renditions.
+    letterbox: bool,
     work: &'a Path,
     work_text: &'a str,
 }
 
 /// How one ffmpeg run ended.
 enum RunEnd {
-    /// The input ended or the job was stopped, and ffmpeg finished (or was killed).
-    Finished,
+    /// The input ended (`stopped`: the job was stopped), and ffmpeg finished (or was killed).
+    Finished { stopped: bool },
     /// ffmpeg exited while the input went on.
     Crashed {
         code: Option<i32>,
@@ -282,61 +320,202 @@ enum RunEnd {
     },
 }
 
-/// Runs ffmpeg until the stream ends, restarting it after crashes.
+/// Runs ffmpeg until the stream ends, restarting it after crashes and after the publisher
+/// came back within the reconnect window.
 async fn supervise(
     services: &Services,
-    plan: &Plan<'_>,
+    plan: &mut Plan<'_>,
     stop: &CancellationToken,
+    resumes: &mut mpsc::Receiver<Resume>,
     mut media: MediaStream,
     mut prefix: Prefix,
     spool: &Spool,
 ) -> Result<(), JobError> {
     let mut base = 0;
+    // ffmpeg runs so far: names the run's folder and init segments; runs after the first
+    // start with a discontinuity.
     let mut run = 0;
+    let mut restarts = 0;
     loop {
         let (end, next_base) =
             run_ffmpeg(services, plan, run, base, &mut media, prefix, stop, spool).await?;
         base = next_base;
-        let RunEnd::Crashed {
-            code,
-            signal,
-            errors,
-        } = end
-        else {
-            return Ok(());
-        };
-        error!(
-            exit_code = ?code,
-            signal = ?signal,
-            last_errors = ?errors,
-            restarts = run,
-            "ffmpeg died while the input continued"
-        );
-        if run >= MAX_RESTARTS {
-            return Err(JobError::GaveUp {
-                crashes: run + 1,
-                last: FfmpegError::FfmpegExited { code, signal },
-            });
-        }
         run += 1;
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(RESTART_BACKOFF * run) => {}
+        match end {
+            RunEnd::Finished { stopped: true } => return Ok(()),
+            RunEnd::Finished { stopped: false } => {
+                drop(media);
+                match wait_for_publisher(services, plan, stop, resumes).await? {
+                    Some((next_media, next_prefix)) => {
+                        (media, prefix) = (next_media, next_prefix);
+                        info!(
+                            run,
+                            "resuming the stream on the reconnected publisher's media"
+                        );
+                    }
+                    None => return Ok(()),
+                }
+            }
+            RunEnd::Crashed {
+                code,
+                signal,
+                errors,
+            } => {
+                error!(
+                    exit_code = ?code,
+                    signal = ?signal,
+                    last_errors = ?errors,
+                    restarts,
+                    "ffmpeg died while the input continued"
+                );
+                if restarts >= MAX_RESTARTS {
+                    return Err(JobError::GaveUp {
+                        crashes: restarts + 1,
+                        last: FfmpegError::FfmpegExited { code, signal },
+                    });
+                }
+                restarts += 1;
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(RESTART_BACKOFF * restarts) => {}
+                }
+                drop(media);
+                media = match open_media(services, &plan.job, stop).await? {
+                    Some(media) => media,
+                    None => return Ok(()),
+                };
+                prefix = match probe::read_prefix(&mut media, PrefixLimits::FIRST_CHUNK, stop).await
+                {
+                    Ok(prefix) => prefix,
+                    Err(ProbeError::Stopped) => return Ok(()),
+                    Err(err) => {
+                        info!(reason = %err, "no more media after the crash");
+                        drop(media);
+                        match wait_for_publisher(services, plan, stop, resumes).await? {
+                            Some((next_media, next_prefix)) => {
+                                media = next_media;
+                                next_prefix
+                            }
+                            None => return Ok(()),
+                        }
+                    }
+                };
+                warn!(
+                    run,
+                    restarts, "restarting ffmpeg on the re-opened media stream"
+                );
+                crate::metrics::ffmpeg_restarted();
+            }
         }
-        drop(media);
-        media = match open_media(services, plan.job, stop).await? {
-            Some(media) => media,
-            None => return Ok(()),
-        };
-        prefix = match probe::read_prefix(&mut media, PrefixLimits::FIRST_CHUNK, stop).await {
-            Ok(prefix) => prefix,
-            Err(err) => {
-                info!(reason = %err, "no more media after the crash: ending");
-                return Ok(());
+    }
+}
+
+/// The media ended: within the job's reconnect window, waits for its publisher to come back
+/// (a [`Resume`]), then opens and probes the new media. `None`: the stream ends (no window, no
+/// publisher in time, stopped, or the new media unusable).
+async fn wait_for_publisher(
+    services: &Services,
+    plan: &mut Plan<'_>,
+    stop: &CancellationToken,
+    resumes: &mut mpsc::Receiver<Resume>,
+) -> Result<Option<(MediaStream, Prefix)>, JobError> {
+    let window = Duration::from_millis(plan.job.reconnect_window_ms);
+    if window.is_zero() {
+        return Ok(None);
+    }
+    loop {
+        info!(
+            ?window,
+            "the media ended: waiting for the publisher to reconnect"
+        );
+        let deadline = tokio::time::Instant::now() + window + RESUME_MARGIN;
+        let resume = tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                info!("stopped while waiting for the publisher");
+                return Ok(None);
+            }
+            resume = resumes.recv() => match resume {
+                Some(resume) => resume,
+                None => return Ok(None),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                // A late `Resume` is refused from now on; the coordinator then ends the
+                // reconnected publisher when this stream's `Closed` arrives.
+                resumes.close();
+                info!("the publisher did not reconnect within the window: ending the stream");
+                return Ok(None);
             }
         };
-        warn!(run, "restarting ffmpeg on the re-opened media stream");
-        crate::metrics::ffmpeg_restarted();
+        info!(
+            ingest_id = %resume.ingest_id,
+            source = resume.source.as_str(),
+            "the publisher reconnected"
+        );
+        plan.job.ingest_id = resume.ingest_id;
+        plan.job.source = resume.source;
+        plan.job.media_url = resume.media_url;
+        let mut media = match open_media(services, &plan.job, stop).await {
+            Ok(Some(media)) => media,
+            Ok(None) => return Ok(None),
+            Err(err) => {
+                warn!(error = %err, "the reconnected publisher's media cannot be opened: ending the stream");
+                return Ok(None);
+            }
+        };
+        let prefix = match probe::read_prefix(&mut media, PrefixLimits::PROBE, stop).await {
+            Ok(prefix) => prefix,
+            Err(ProbeError::Stopped) => return Ok(None),
+            Err(err) => {
+                warn!(reason = %err, "no media from the reconnected publisher: waiting again");
+                continue;
+            }
+        };
+        let probed = match probe::ffprobe(
+            &services.config.ffprobe_path,
+            plan.job.source.ffmpeg_format(),
+            prefix.bytes.clone(),
+        )
+        .await
+        {
+            Ok(probed) => probed,
+            Err(err) => {
+                warn!(error = %err, "the reconnected publisher's media cannot be probed: ending the stream");
+                return Ok(None);
+            }
+        };
+        let Some(video) = probed.video else {
+            warn!("the reconnected publisher sends no video: ending the stream");
+            return Ok(None);
+        };
+        // The master announced the first source's audio (or none): keep to it when possible.
+        plan.has_audio = plan.first_has_audio && probed.has_audio;
+        if plan.first_has_audio != probed.has_audio {
+            warn!(
+                audio_before = plan.first_has_audio,
+                audio_now = probed.has_audio,
+                "the reconnected source {} audio: the renditions go on {}",
+                if probed.has_audio { "has" } else { "has no" },
+                if plan.has_audio {
+                    "with audio"
+                } else {
+                    "without audio"
+                },
+            );
+        }
+        let first = plan.first_video;
+        plan.letterbox = u64::from(video.width) * u64::from(first.height)
+            != u64::from(first.width) * u64::from(video.height);
+        info!(
+            width = video.width,
+            height = video.height,
+            fps = video.fps,
+            letterbox = plan.letterbox,
+            video_codec = probed.video_codec.as_deref().unwrap_or("?"),
+            audio_codec = probed.audio_codec.as_deref().unwrap_or("none"),
+            "the reconnected source, encoded into the stream's renditions"
+        );
+        return Ok(Some((media, prefix)));
     }
 }
 
@@ -415,6 +594,7 @@ async fn run_ffmpeg(
     }
     let out_text = format!("{}/run-{run}", plan.work_text);
     let args = build_args(&HlsJobParams {
+        letterbox: plan.letterbox,
         input_format: plan.job.source.ffmpeg_format(),
         renditions: plan.renditions,
         has_audio: plan.has_audio,
@@ -486,7 +666,7 @@ async fn run_ffmpeg(
     let status = status?;
     let (code, signal) = exit_details(status);
     let end = match input {
-        Some(PumpEnd::InputEnded | PumpEnd::Stopped) => {
+        Some(ended @ (PumpEnd::InputEnded | PumpEnd::Stopped)) => {
             if status.success() {
                 info!(run, "ffmpeg finished");
             } else if !killed {
@@ -497,7 +677,9 @@ async fn run_ffmpeg(
                     "ffmpeg exited with an error after the input ended"
                 );
             }
-            RunEnd::Finished
+            RunEnd::Finished {
+                stopped: ended == PumpEnd::Stopped,
+            }
         }
         Some(PumpEnd::FfmpegGone) | None => RunEnd::Crashed {
             code,

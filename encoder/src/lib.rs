@@ -21,9 +21,10 @@
 //! - [`publish`]: segments → stored objects, live / VOD / master playlists and `Available`
 //!   events, in the order SPEC §3 requires.
 //! - [`events`]: the ordered, retried delivery of a job's events to the coordinator.
-//! - `job`: one stream from probe to `Closed`, with ffmpeg restarts after crashes.
-//! - [`Encoder`] (here): the command loop (`Start` / `Stop`), the registry of running jobs and
-//!   the graceful shutdown.
+//! - `job`: one stream from probe to `Closed`, with ffmpeg restarts after crashes and the
+//!   reconnect window (the stream waits for its publisher, then goes on from the new media).
+//! - [`Encoder`] (here): the command loop (`Start` / `Stop` / `Resume`), the registry of
+//!   running jobs and the graceful shutdown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cleanup;
@@ -68,13 +69,22 @@ pub struct Encoder {
     inner: Arc<Inner>,
 }
 
+/// How many `Resume` commands may wait for one job (one is the normal case).
+const RESUME_QUEUE: usize = 4;
+
+/// A running job, as the command loop reaches it.
+struct JobHandle {
+    stop: CancellationToken,
+    resume: mpsc::Sender<job::Resume>,
+}
+
 struct Inner {
     services: Arc<job::Services>,
-    jobs: Mutex<HashMap<StreamId, CancellationToken>>,
+    jobs: Mutex<HashMap<StreamId, JobHandle>>,
 }
 
 impl Inner {
-    fn jobs(&self) -> MutexGuard<'_, HashMap<StreamId, CancellationToken>> {
+    fn jobs(&self) -> MutexGuard<'_, HashMap<StreamId, JobHandle>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.jobs
             .lock()
@@ -107,7 +117,7 @@ impl Encoder {
         }
     }
 
-    /// Handles `Start` / `Stop` commands until `shutdown` is cancelled; on shutdown every
+    /// Handles `Start` / `Stop` / `Resume` commands until `shutdown` is cancelled; on shutdown every
     /// running job finishes cleanly (segment in progress, final playlists, `Closed` event),
     /// ffmpeg being killed after `stop_grace`. If `commands` closes, running jobs go on until
     /// they end or `shutdown`.
@@ -157,12 +167,39 @@ impl Encoder {
         match command {
             EncoderCommand::Start(job) => self.start(job, shutdown),
             EncoderCommand::Stop { stream_id } => match self.inner.jobs().get(&stream_id) {
-                Some(stop) => {
+                Some(job) => {
                     info!(%stream_id, "stop requested");
-                    stop.cancel();
+                    job.stop.cancel();
                 }
                 None => debug!(%stream_id, "stop for a stream that is not running here"),
             },
+            EncoderCommand::Resume {
+                stream_id,
+                ingest_id,
+                source,
+                media_url,
+            } => {
+                let resume = job::Resume {
+                    ingest_id,
+                    source,
+                    media_url,
+                };
+                let sent = self
+                    .inner
+                    .jobs()
+                    .get(&stream_id)
+                    .map(|job| job.resume.try_send(resume));
+                match sent {
+                    Some(Ok(())) => info!(%stream_id, "resume: the stream's publisher is back"),
+                    Some(Err(_)) => warn!(
+                        %stream_id,
+                        "resume for a stream that is already ending here: ignored"
+                    ),
+                    None => {
+                        warn!(%stream_id, "resume for a stream that is not running here: ignored")
+                    }
+                }
+            }
         }
     }
 
@@ -200,22 +237,43 @@ impl Encoder {
             return;
         }
         let stop = shutdown.child_token();
+        let (resume, resumes) = mpsc::channel(RESUME_QUEUE);
         {
             let mut jobs = self.inner.jobs();
             if jobs.contains_key(&job.stream_id) {
                 span.in_scope(|| warn!("the stream is already running here: start ignored"));
                 return;
             }
-            jobs.insert(job.stream_id.clone(), stop.clone());
+            jobs.insert(
+                job.stream_id.clone(),
+                JobHandle {
+                    stop: stop.clone(),
+                    resume,
+                },
+            );
         }
-        span.in_scope(|| info!(source = job.source.as_str(), "job started"));
+        span.in_scope(|| {
+            info!(
+                source = job.source.as_str(),
+                reconnect_window_ms = job.reconnect_window_ms,
+                "job started"
+            )
+        });
         let inner = self.inner.clone();
         let stream_id = job.stream_id.clone();
         let release = move || {
             inner.jobs().remove(&stream_id);
         };
         services.tracker.spawn(
-            job::run_job(services.clone(), job, stop, shutdown.clone(), release).instrument(span),
+            job::run_job(
+                services.clone(),
+                job,
+                resumes,
+                stop,
+                shutdown.clone(),
+                release,
+            )
+            .instrument(span),
         );
     }
 }

@@ -342,6 +342,7 @@ fn job_from(source: SourceKind, resolutions: &str, record: bool) -> EncoderJob {
             previews: None,
         },
         media_url: None,
+        reconnect_window_ms: 0,
     }
 }
 
@@ -857,5 +858,283 @@ async fn fmp4_segments_and_letterboxed_previews_come_from_the_same_ffmpeg() {
     assert!(events.iter().any(|e| matches!(e,
         EncoderEvent::Available { stream_type: StreamType::ImgPreview, resolution, .. }
             if resolution == folder)));
+    h.stop_encoder().await;
+}
+
+/// Serves one file per opening, in order (the last one again when they run out), and notes
+/// when each stream ended: a publisher that leaves and comes back.
+struct SequenceSource {
+    files: Vec<PathBuf>,
+    opens: AtomicU32,
+    ended: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl SequenceSource {
+    fn new(files: &[&Path]) -> Arc<Self> {
+        Arc::new(SequenceSource {
+            files: files.iter().map(|f| f.to_path_buf()).collect(),
+            opens: AtomicU32::new(0),
+            ended: Arc::default(),
+        })
+    }
+
+    fn ended(&self) -> Vec<Instant> {
+        self.ended.lock().expect("lock").clone()
+    }
+
+    async fn wait_for_end(&self, count: usize) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(at) = self.ended().get(count - 1) {
+                return *at;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "media stream {count} never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl MediaSource for SequenceSource {
+    async fn open(&self, _job: &EncoderJob) -> Result<MediaStream, MediaError> {
+        let n = self.opens.fetch_add(1, Ordering::SeqCst) as usize;
+        let path = &self.files[n.min(self.files.len() - 1)];
+        let data = Bytes::from(
+            tokio::fs::read(path)
+                .await
+                .map_err(|e| MediaError::Unavailable(e.to_string()))?,
+        );
+        const CHUNK: usize = 16 * 1024;
+        let chunks: Vec<Bytes> = (0..data.len())
+            .step_by(CHUNK)
+            .map(|start| data.slice(start..(start + CHUNK).min(data.len())))
+            .collect();
+        let ended = self.ended.clone();
+        let end = futures::stream::once(async move {
+            ended.lock().expect("lock").push(Instant::now());
+            Bytes::new()
+        });
+        Ok(Box::pin(futures::stream::iter(chunks).chain(end)))
+    }
+}
+
+fn resume(job: &EncoderJob, source: SourceKind) -> EncoderCommand {
+    EncoderCommand::Resume {
+        stream_id: job.stream_id.clone(),
+        ingest_id: "ingest-2".into(),
+        source,
+        media_url: None,
+    }
+}
+
+/// Waits until every rendition's live playlist lists `count` segments.
+async fn wait_for_segments(h: &Harness, job: &EncoderJob, names: &[&str], count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed: Vec<usize> = names
+            .iter()
+            .map(|name| {
+                let key = keys::live_playlist(&job.channel, &job.stream_id, name);
+                match std::fs::read(h.root.join(key)) {
+                    Ok(bytes) => match m3u8_rs::parse_media_playlist_res(&bytes) {
+                        Ok(p) => p.segments.len(),
+                        Err(_) => 0,
+                    },
+                    Err(_) => 0,
+                }
+            })
+            .collect();
+        if listed.iter().all(|n| *n >= count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "segments listed: {listed:?}, expected {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_back_within_the_window_continues_the_stream_after_a_discontinuity() {
+    // The publisher leaves after 8 s of RTMP (16:9) and comes back from a browser (WebM, 4:3).
+    let media = SequenceSource::new(&[fixture(Fixture::FlvAv), fixture(Fixture::WebM)]);
+    let h = Harness::start(media.clone(), |_| {});
+    let mut job = job("ORIGINAL,320x180-30~300", true);
+    job.reconnect_window_ms = 3_000;
+    let names = ["640x360-30", "320x180-30~300"];
+    h.send(EncoderCommand::Start(job.clone())).await;
+    media.wait_for_end(1).await;
+    wait_for_segments(&h, &job, &names, 4).await;
+    // The first run is published; the stream waits for its publisher.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!is_closed(&h.control.events()), "closed without waiting");
+    for name in names {
+        let live = h.media_playlist(&keys::live_playlist(&job.channel, &job.stream_id, name));
+        assert!(!live.end_list, "{name}: ended while waiting");
+        assert_eq!(live.segments.len(), 4, "{name}");
+    }
+    assert_eq!(h.encoder.active_jobs(), vec![job.stream_id.clone()]);
+    h.send(resume(&job, SourceKind::Ws)).await;
+    let ended = media.wait_for_end(2).await;
+    h.control
+        .wait_for("Closed", Duration::from_secs(60), is_closed)
+        .await;
+    let closed_after = ended.elapsed();
+    assert_eq!(media.opens.load(Ordering::SeqCst), 2);
+
+    let published = check_finished_stream(
+        &h,
+        &job,
+        &[("640x360-30", (640, 360)), ("320x180-30~300", (320, 180))],
+        true,
+    );
+    assert_aligned(&published);
+    for (name, durations) in &published.renditions {
+        let key = keys::live_playlist(&job.channel, &job.stream_id, name);
+        let text = String::from_utf8_lossy(&h.read(&key)).into_owned();
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+        assert_eq!(text.matches("#EXT-X-ENDLIST").count(), 1, "{text}");
+        let live = h.media_playlist(&key);
+        assert_eq!(live.media_sequence, 0);
+        let breaks: Vec<usize> = live
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.discontinuity)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            breaks,
+            [4],
+            "{name}: the break follows the first publisher's 8 s"
+        );
+        let before: f64 = durations[..4].iter().sum();
+        let after: f64 = durations[4..].iter().sum();
+        assert!(
+            (before - SOURCE_SECONDS).abs() < 0.5,
+            "{name}: {durations:?}"
+        );
+        assert!((after - 4.0).abs() < 0.5, "{name}: {durations:?}");
+        // The numbering goes on: the first new segment is 4.ts (checked contiguous above).
+        assert_eq!(live.segments[4].uri, "4.ts");
+        // The browser's 4:3 picture is letterboxed into the stream's 16:9 renditions.
+        let size = if name.starts_with("640") {
+            (640, 360)
+        } else {
+            (320, 180)
+        };
+        let resumed = keys::segment(&job.channel, &job.stream_id, name, 4, SegmentType::MpegTs);
+        assert_eq!(probe_size(&h.root.join(resumed)), size, "{name}");
+        // The recording has both parts, with the same break.
+        let vod = h.media_playlist(&keys::vod_playlist(&job.channel, &job.stream_id, name, 0));
+        assert!(vod.end_list);
+        assert_eq!(vod.segments.len(), live.segments.len());
+        let vod_breaks: Vec<usize> = vod
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.discontinuity)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(vod_breaks, [4], "{name}");
+    }
+    let events = h.control.events();
+    let live_events = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                EncoderEvent::Available {
+                    stream_type: StreamType::HlsLive,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(live_events, names.len(), "HLS-LIVE once per rendition");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, EncoderEvent::Closed { .. }))
+            .count(),
+        1
+    );
+    assert!(events.iter().all(|e| match e {
+        EncoderEvent::Available { stream_id, .. } | EncoderEvent::Closed { stream_id, .. } =>
+            *stream_id == job.stream_id,
+    }));
+    // After the second publisher left, the stream waited for it again before it ended.
+    assert!(
+        closed_after >= Duration::from_secs(3),
+        "closed {closed_after:?} after the media ended"
+    );
+    h.stop_encoder().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_reconnect_the_stream_ends_after_the_window() {
+    let media = SequenceSource::new(&[fixture(Fixture::FlvVideoOnly)]);
+    let h = Harness::start(media.clone(), |_| {});
+    let mut job = job("320x180-30~300", false);
+    job.reconnect_window_ms = 2_000;
+    h.send(EncoderCommand::Start(job.clone())).await;
+    let ended = media.wait_for_end(1).await;
+    // A resume for a stream that does not run here changes nothing.
+    let mut stranger = job.clone();
+    stranger.stream_id = StreamId::generate();
+    h.send(resume(&stranger, SourceKind::Rtmp)).await;
+    h.control
+        .wait_for("Closed", Duration::from_secs(60), is_closed)
+        .await;
+    let waited = ended.elapsed();
+    assert!(
+        waited >= Duration::from_millis(3_000),
+        "the window and its margin: closed {waited:?} after the media ended"
+    );
+    assert!(
+        waited < Duration::from_secs(15),
+        "closed {waited:?} after the media ended"
+    );
+    assert_eq!(media.opens.load(Ordering::SeqCst), 1);
+    check_finished_stream(&h, &job, &[("320x180-30~300", (320, 180))], false);
+    let live = h.media_playlist(&keys::live_playlist(
+        &job.channel,
+        &job.stream_id,
+        "320x180-30~300",
+    ));
+    assert!(live.segments.iter().all(|s| !s.discontinuity));
+    assert_eq!(live.segments.len(), 4);
+    h.stop_encoder().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_waiting_for_the_publisher_ends_the_stream_at_once() {
+    let media = SequenceSource::new(&[fixture(Fixture::FlvVideoOnly)]);
+    let h = Harness::start(media.clone(), |_| {});
+    let mut job = job("320x180-30~300", false);
+    job.reconnect_window_ms = 60_000;
+    h.send(EncoderCommand::Start(job.clone())).await;
+    media.wait_for_end(1).await;
+    wait_for_segments(&h, &job, &["320x180-30~300"], 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!is_closed(&h.control.events()));
+    let stopped = Instant::now();
+    h.send(EncoderCommand::Stop {
+        stream_id: job.stream_id.clone(),
+    })
+    .await;
+    h.control
+        .wait_for("Closed", Duration::from_secs(5), is_closed)
+        .await;
+    assert!(stopped.elapsed() < Duration::from_secs(5));
+    check_finished_stream(&h, &job, &[("320x180-30~300", (320, 180))], false);
+    // A resume after the end is ignored.
+    h.send(resume(&job, SourceKind::Rtmp)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(media.opens.load(Ordering::SeqCst), 1);
     h.stop_encoder().await;
 }

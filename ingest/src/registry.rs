@@ -324,6 +324,40 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_stream_id_serves_the_new_publishers_relay() {
+        // The reconnect window: the coordinator grants the second publisher the first one's
+        // stream ID.
+        let reg = Registry::new();
+        let id = StreamId::generate();
+        reg.reserve("demo", 1, CancellationToken::new());
+        let first = live(&id);
+        let StreamRelay::Flv(first_relay) = first.relay.clone() else {
+            panic!("an FLV relay")
+        };
+        assert!(reg.go_live("demo", 1, first));
+        reg.begin_ending("demo", 1);
+        first_relay.close();
+        reg.finish_ending("demo", 1);
+        assert!(reg.relay(&id).is_none());
+
+        assert!(matches!(
+            reg.reserve("demo", 2, CancellationToken::new()),
+            Reservation::Reserved
+        ));
+        let second = live(&id);
+        let StreamRelay::Flv(second_relay) = second.relay.clone() else {
+            panic!("an FLV relay")
+        };
+        assert!(reg.go_live("demo", 2, second));
+        let StreamRelay::Flv(found) = reg.relay(&id).expect("the new relay") else {
+            panic!("an FLV relay")
+        };
+        assert!(Arc::ptr_eq(&found, &second_relay));
+        assert!(!Arc::ptr_eq(&found, &first_relay));
+        assert_eq!(reg.publishers().len(), 1);
+    }
+
+    #[test]
     fn release_only_drops_the_callers_pending_reservation() {
         let reg = Registry::new();
         assert!(matches!(
