@@ -1138,3 +1138,81 @@ async fn a_stop_while_waiting_for_the_publisher_ends_the_stream_at_once() {
     assert_eq!(media.opens.load(Ordering::SeqCst), 1);
     h.stop_encoder().await;
 }
+
+/// A browser stream whose picture size changes mid-stream (a resized screen share): VP8 can
+/// change size at a keyframe inside one WebM track.
+fn resizing_webm() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("resize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (name, size) in [("a", "320x240"), ("b", "640x360")] {
+        let status = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size={size}:rate=30"),
+            ])
+            .args(["-f", "lavfi", "-i", "sine"])
+            .args([
+                "-t",
+                "3",
+                "-c:v",
+                "libvpx",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+            ])
+            .args(["-b:v", "500k", "-g", "30", "-c:a", "libopus", "-f", "webm"])
+            .arg(dir.join(format!("{name}.webm")))
+            .status()
+            .expect("ffmpeg runs");
+        assert!(status.success());
+    }
+    std::fs::write(dir.join("list.txt"), "file 'a.webm'\nfile 'b.webm'\n").expect("list");
+    let out = dir.join("resizing.webm");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+        ])
+        .arg(dir.join("list.txt"))
+        .args(["-c", "copy", "-f", "webm"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_stream_that_changes_size_mid_stream_goes_on() {
+    let source = resizing_webm();
+    let h = Harness::start(FileSource::new(&source, Some(2.0)), |_| {});
+    let job = job_from(SourceKind::Ws, "ORIGINAL,160x120", false);
+    run_to_end(&h, &job).await;
+    // The renditions keep the sizes announced from the first picture, and the whole 6 s of
+    // media is in them: the change of size did not end the stream.
+    let published = check_finished_stream(
+        &h,
+        &job,
+        &[("320x240-30", (320, 240)), ("160x120-30", (160, 120))],
+        true,
+    );
+    for (name, durations) in &published.renditions {
+        let total: f64 = durations.iter().sum();
+        assert!(
+            total > 5.0,
+            "{name}: only {total} s of the 6 s were encoded: {durations:?}"
+        );
+    }
+    h.stop_encoder().await;
+}
