@@ -17,7 +17,7 @@ const SECRET: &str = "a-test-secret-of-enough-length";
 
 struct Cluster {
     dir: tempfile::TempDir,
-    _redis: Proc,
+    redis: Proc,
     coordinators: Vec<(Proc, String)>,
     /// (process, RTMP URL, HTTP base URL)
     ingests: Vec<(Proc, String, String)>,
@@ -110,7 +110,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             dir,
-            _redis: redis_proc,
+            redis: redis_proc,
             coordinators,
             ingests,
             encoders,
@@ -120,7 +120,9 @@ impl Cluster {
             Duration::from_secs(20),
             "every node is registered",
             || async {
-                let report = cluster.report().await;
+                let Some(report) = cluster.try_report().await else {
+                    return false;
+                };
                 report["encoders"].as_array().map(Vec::len) == Some(2)
                     // RTMP and WebSocket on each ingest node.
                 && report["streamingServers"].as_array().map(Vec::len) == Some(4)
@@ -142,6 +144,17 @@ impl Cluster {
             .json()
             .await
             .unwrap()
+    }
+
+    /// The report, or `None` while the coordinator cannot answer (503 while Redis restarts).
+    async fn try_report(&self) -> Option<Value> {
+        let response = reqwest::get(format!("{}/commands/report", self.coordinators[0].1))
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json().await.ok()
     }
 
     async fn report(&self) -> Value {
@@ -657,4 +670,111 @@ async fn a_publisher_that_reconnects_to_another_ingest_continues_its_stream() {
     );
     assert_eq!(summary.iter().filter(|e| e.0 == "stream-closed").count(), 1);
     assert_eq!(cluster.capacity().await["load"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_ingest_ends_its_streams_and_they_are_reported() {
+    let _heavy = HEAVY.lock().await;
+    let mut cluster = Cluster::start().await;
+    let mut publisher = publish(
+        &format!("{}/gone/key", cluster.ingests[1].1),
+        "320x180",
+        120,
+    );
+    let stream = cluster.stream_on("gone").await;
+    let id = stream["streamId"].as_str().unwrap().to_owned();
+    let live = cluster
+        .data()
+        .join(format!("hls/gone/{id}/320x180-30/live.m3u8"));
+    wait_until(Duration::from_secs(40), "the stream is live", || async {
+        live.exists()
+    })
+    .await;
+
+    cluster.ingests[1].0.kill();
+    // The publisher lost its server; the encoder finishes what it had and reports the end.
+    tokio::time::timeout(Duration::from_secs(10), publisher.wait())
+        .await
+        .expect("the publisher's connection ended")
+        .unwrap();
+    wait_until(
+        Duration::from_secs(45),
+        "stream-closed is delivered",
+        || async {
+            cluster
+                .app
+                .event_summary(&id)
+                .last()
+                .is_some_and(|e| e.0 == "stream-closed")
+        },
+    )
+    .await;
+    assert!(
+        common::parse_media(&live).end_list,
+        "the playlists are closed"
+    );
+    wait_until(Duration::from_secs(30), "the load is released", || async {
+        cluster.capacity().await["load"] == 0
+    })
+    .await;
+    // The channel can be published again, on the surviving ingest.
+    let mut again = publish(&format!("{}/gone/key", cluster.ingests[0].1), "320x180", 4);
+    let next = cluster.stream_on("gone").await;
+    assert_ne!(next["streamId"].as_str(), Some(id.as_str()));
+    again.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_does_not_cut_a_running_stream() {
+    let _heavy = HEAVY.lock().await;
+    let mut cluster = Cluster::start().await;
+    let mut publisher = publish(
+        &format!("{}/steady/key", cluster.ingests[0].1),
+        "320x180",
+        20,
+    );
+    let stream = cluster.stream_on("steady").await;
+    let id = stream["streamId"].as_str().unwrap().to_owned();
+    let live = cluster
+        .data()
+        .join(format!("hls/steady/{id}/320x180-30/live.m3u8"));
+    wait_until(Duration::from_secs(40), "the stream is live", || async {
+        live.exists()
+    })
+    .await;
+
+    // Redis comes back empty (no persistence), as a node replacement would.
+    cluster.redis.restart();
+    wait_until(
+        Duration::from_secs(30),
+        "every node registered again",
+        || async {
+            let Some(report) = cluster.try_report().await else {
+                return false;
+            };
+            report["encoders"].as_array().map(Vec::len) == Some(2)
+                && report["streamingServers"].as_array().map(Vec::len) == Some(4)
+        },
+    )
+    .await;
+
+    let status = publisher.wait().await.unwrap();
+    assert!(status.success(), "the publisher was never cut");
+    // The stream's record went with Redis; the web app still hears of the end.
+    wait_until(
+        Duration::from_secs(40),
+        "stream-closed is delivered",
+        || async {
+            cluster
+                .app
+                .event_summary(&id)
+                .last()
+                .is_some_and(|e| e.0 == "stream-closed")
+        },
+    )
+    .await;
+    let playlist = common::parse_media(&live);
+    assert!(playlist.end_list);
+    let total: f32 = playlist.segments.iter().map(|s| s.duration).sum();
+    assert!(total > 16.0, "the whole publish was encoded: {total} s");
 }
