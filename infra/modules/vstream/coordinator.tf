@@ -39,7 +39,7 @@ resource "aws_lambda_function" "coordinator" {
 
   runtime       = "provided.al2023"
   handler       = "bootstrap"
-  architectures = ["arm64"]
+  architectures = [var.lambda_architecture]
 
   filename         = var.lambda_zip_path
   source_code_hash = filebase64sha256(var.lambda_zip_path)

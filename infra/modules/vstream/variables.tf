@@ -55,6 +55,17 @@ variable "cpu_architecture" {
   }
 }
 
+variable "lambda_architecture" {
+  description = "Instruction set of the coordinator-fn Lambda package: arm64 (cheaper; `cargo lambda build --arm64`) or x86_64 (`cargo lambda build --x86-64`). It must match the package."
+  type        = string
+  default     = "arm64"
+
+  validation {
+    condition     = contains(["arm64", "x86_64"], var.lambda_architecture)
+    error_message = "lambda_architecture must be arm64 or x86_64."
+  }
+}
+
 variable "lambda_zip_path" {
   description = "Path of the coordinator-fn Lambda package built by `cargo lambda build --release --arm64 --bin coordinator-fn --output-format zip`. Relative paths are relative to the directory terraform runs in."
   type        = string
