@@ -219,6 +219,12 @@ fn corrupt(what: &str, err: serde_json::Error) -> StateError {
     StateError::Unavailable(format!("unreadable {what} in Redis: {err}"))
 }
 
+/// A stream record as a script or a read returned it.
+fn parse_record(json: Option<String>) -> Result<Option<StreamRecord>, StateError> {
+    json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("stream", e)))
+        .transpose()
+}
+
 impl RedisState {
     /// Connects (with automatic reconnection) to `url` (`redis://` or `rediss://`).
     pub async fn connect(url: &str, config: RedisStateConfig) -> Result<Self, StateError> {
@@ -242,6 +248,29 @@ impl RedisState {
             lease: Script::new(LEASE),
             delivered: Script::new(DELIVERED),
         })
+    }
+
+    /// The JSON values `{kind}:{id}` of every ID in the set `{set}`, by ID; IDs whose value
+    /// expired are skipped.
+    async fn members<T: serde::de::DeserializeOwned>(
+        &self,
+        set: &str,
+        kind: &'static str,
+    ) -> Result<Vec<T>, StateError> {
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = conn.smembers(self.key(set)).await.map_err(unavailable)?;
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let json: Option<String> = conn
+                .get(self.key(&format!("{kind}:{id}")))
+                .await
+                .map_err(unavailable)?;
+            if let Some(json) = json {
+                out.push(serde_json::from_str(&json).map_err(|e| corrupt(kind, e))?);
+            }
+        }
+        Ok(out)
     }
 
     fn key(&self, rest: &str) -> String {
@@ -365,23 +394,7 @@ impl StateStore for RedisState {
     }
 
     async fn ingests(&self) -> Result<Vec<IngestNode>, StateError> {
-        let mut conn = self.conn.clone();
-        let mut ids: Vec<String> = conn
-            .smembers(self.key("ingests"))
-            .await
-            .map_err(unavailable)?;
-        ids.sort();
-        let mut out = Vec::new();
-        for id in ids {
-            let json: Option<String> = conn
-                .get(self.key(&format!("ingest:{id}")))
-                .await
-                .map_err(unavailable)?;
-            if let Some(json) = json {
-                out.push(serde_json::from_str(&json).map_err(|e| corrupt("ingest", e))?);
-            }
-        }
-        Ok(out)
+        self.members("ingests", "ingest").await
     }
 
     async fn channel_holder(&self, channel: &str) -> Result<Option<StreamId>, StateError> {
@@ -435,9 +448,7 @@ impl StateStore for RedisState {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        record
-            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
-            .transpose()
+        parse_record(record)
     }
 
     async fn resume_stream(
@@ -460,9 +471,7 @@ impl StateStore for RedisState {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        record
-            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
-            .transpose()
+        parse_record(record)
     }
 
     async fn forbid_resume(&self, stream_id: &StreamId) -> Result<(), StateError> {
@@ -488,29 +497,11 @@ impl StateStore for RedisState {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        record
-            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
-            .transpose()
+        parse_record(record)
     }
 
     async fn streams(&self) -> Result<Vec<StreamRecord>, StateError> {
-        let mut conn = self.conn.clone();
-        let mut ids: Vec<String> = conn
-            .smembers(self.key("streams"))
-            .await
-            .map_err(unavailable)?;
-        ids.sort();
-        let mut out = Vec::new();
-        for id in ids {
-            let json: Option<String> = conn
-                .get(self.key(&format!("stream:{id}")))
-                .await
-                .map_err(unavailable)?;
-            if let Some(json) = json {
-                out.push(serde_json::from_str(&json).map_err(|e| corrupt("stream", e))?);
-            }
-        }
-        Ok(out)
+        self.members("streams", "stream").await
     }
 
     async fn stream(&self, stream_id: &StreamId) -> Result<Option<StreamRecord>, StateError> {
@@ -519,8 +510,7 @@ impl StateStore for RedisState {
             .get(self.key(&format!("stream:{stream_id}")))
             .await
             .map_err(unavailable)?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("stream", e)))
-            .transpose()
+        parse_record(json)
     }
 
     async fn push_event(&self, event: WebAppEvent, now_ms: u64) -> Result<(), StateError> {
@@ -668,9 +658,7 @@ impl StateStore for RedisState {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        record
-            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("stream", e)))
-            .transpose()
+        parse_record(record)
     }
 }
 
