@@ -290,18 +290,7 @@ async fn streams_spread_over_encoders_and_capacity_is_exact() {
     );
     for stream in [&first, &second] {
         let id = stream["streamId"].as_str().unwrap();
-        wait_until(
-            Duration::from_secs(20),
-            "stream-closed is delivered",
-            || async {
-                cluster
-                    .app
-                    .event_summary(id)
-                    .last()
-                    .is_some_and(|e| e.0 == "stream-closed")
-            },
-        )
-        .await;
+        cluster.app.wait_closed(id, Duration::from_secs(20)).await;
     }
 }
 
@@ -337,18 +326,7 @@ async fn a_killed_encoder_ends_its_streams_and_releases_its_load() {
         .await
         .unwrap_or_else(|_| panic!("the publisher was not disconnected\n{}", cluster.logs()))
         .unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "stream-closed is delivered",
-        || async {
-            cluster
-                .app
-                .event_summary(&id)
-                .last()
-                .is_some_and(|e| e.0 == "stream-closed")
-        },
-    )
-    .await;
+    cluster.app.wait_closed(&id, Duration::from_secs(30)).await;
     assert!(
         killed.elapsed() < Duration::from_secs(30),
         "outcome after {:?}",
@@ -492,18 +470,7 @@ async fn a_coordinator_restart_does_not_cut_a_stream() {
 
     let status = publisher.wait().await.unwrap();
     assert!(status.success(), "the publisher was never cut");
-    wait_until(
-        Duration::from_secs(40),
-        "stream-closed is delivered",
-        || async {
-            cluster
-                .app
-                .event_summary(&id)
-                .last()
-                .is_some_and(|e| e.0 == "stream-closed")
-        },
-    )
-    .await;
+    cluster.app.wait_closed(&id, Duration::from_secs(40)).await;
     let playlist = common::parse_media(&live);
     assert!(playlist.end_list);
     let total: f32 = playlist.segments.iter().map(|s| s.duration).sum();
@@ -641,18 +608,7 @@ async fn a_publisher_that_reconnects_to_another_ingest_continues_its_stream() {
     let live = cluster
         .data()
         .join(format!("hls/live/{id}/320x180-30/live.m3u8"));
-    wait_until(
-        Duration::from_secs(60),
-        "stream-closed is delivered",
-        || async {
-            cluster
-                .app
-                .event_summary(&id)
-                .last()
-                .is_some_and(|e| e.0 == "stream-closed")
-        },
-    )
-    .await;
+    cluster.app.wait_closed(&id, Duration::from_secs(60)).await;
     let text = std::fs::read_to_string(&live).unwrap();
     assert!(text.contains("#EXT-X-ENDLIST"), "{text}");
     assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
@@ -697,18 +653,7 @@ async fn a_killed_ingest_ends_its_streams_and_they_are_reported() {
         .await
         .expect("the publisher's connection ended")
         .unwrap();
-    wait_until(
-        Duration::from_secs(45),
-        "stream-closed is delivered",
-        || async {
-            cluster
-                .app
-                .event_summary(&id)
-                .last()
-                .is_some_and(|e| e.0 == "stream-closed")
-        },
-    )
-    .await;
+    cluster.app.wait_closed(&id, Duration::from_secs(45)).await;
     assert!(
         common::parse_media(&live).end_list,
         "the playlists are closed"
@@ -761,18 +706,7 @@ async fn a_redis_restart_does_not_cut_a_running_stream() {
     let status = publisher.wait().await.unwrap();
     assert!(status.success(), "the publisher was never cut");
     // The stream's record went with Redis; the web app still hears of the end.
-    wait_until(
-        Duration::from_secs(40),
-        "stream-closed is delivered",
-        || async {
-            cluster
-                .app
-                .event_summary(&id)
-                .last()
-                .is_some_and(|e| e.0 == "stream-closed")
-        },
-    )
-    .await;
+    cluster.app.wait_closed(&id, Duration::from_secs(40)).await;
     let playlist = common::parse_media(&live);
     assert!(playlist.end_list);
     let total: f32 = playlist.segments.iter().map(|s| s.duration).sum();

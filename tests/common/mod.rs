@@ -236,6 +236,16 @@ impl WebApp {
         );
     }
 
+    /// Waits until the last event received for `stream_id` is `stream-closed`.
+    pub async fn wait_closed(&self, stream_id: &str, limit: Duration) {
+        wait_until(limit, "stream-closed is delivered", || async {
+            self.event_summary(stream_id)
+                .last()
+                .is_some_and(|e| e.0 == "stream-closed")
+        })
+        .await
+    }
+
     /// `(x-event-type, x-stream-type, x-resolution)` of every event received, in order.
     pub fn event_summary(&self, stream_id: &str) -> Vec<(String, String, String)> {
         let get = |h: &HeaderMap, n: &str| {
