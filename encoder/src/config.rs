@@ -55,6 +55,9 @@ pub struct EncoderConfig {
     /// `HLS_CLEANUP_DELAY_SECONDS`: how long after a stream that is not recorded ended its
     /// remaining objects are deleted (300 s; zero = never); see [`crate::cleanup`].
     pub cleanup_delay: Duration,
+    /// `HLS_ORIGINAL_PASSTHROUGH`: remux the `ORIGINAL` rendition of an H.264 RTMP source with
+    /// regular keyframes instead of encoding it (true); see [`crate::gop`].
+    pub passthrough: bool,
 }
 
 impl Default for EncoderConfig {
@@ -76,6 +79,7 @@ impl Default for EncoderConfig {
             segment_type: SegmentType::MpegTs,
             spool_max_bytes: crate::spool::DEFAULT_SPOOL_MAX_BYTES,
             cleanup_delay: crate::cleanup::DEFAULT_CLEANUP_DELAY,
+            passthrough: true,
         }
     }
 }

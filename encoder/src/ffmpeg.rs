@@ -112,6 +112,24 @@ pub struct HlsJobParams<'a> {
     /// instead of scaling to it: for a source that changed shape after a reconnect (the
     /// renditions were fitted to the first source).
     pub letterbox: bool,
+    /// The `ORIGINAL` rendition is remuxed from the source instead of encoded (see
+    /// [`crate::gop`]); the others get their keyframes where the source has them.
+    pub passthrough: Option<Passthrough>,
+}
+
+/// How the `ORIGINAL` rendition is passed through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passthrough {
+    /// Its audio is copied too (the source's audio is AAC); otherwise encoded as elsewhere.
+    pub copy_audio: bool,
+}
+
+impl HlsJobParams<'_> {
+    /// The index of the rendition remuxed from the source, if any.
+    pub fn copied(&self) -> Option<usize> {
+        self.passthrough?;
+        self.renditions.iter().position(|r| r.original)
+    }
 }
 
 /// JPEG quality of previews (`-q:v`, 2 = best, 31 = worst).
@@ -143,21 +161,32 @@ fn number(value: f64) -> String {
 
 /// The filter graph: one decode, `split`, then per rendition `scale` (and `fps` when capped),
 /// and for previews a branch `[pv]` of one frame every `SECONDS`, letterboxed to `W×H`. With
-/// `letterbox`, the renditions are letterboxed too.
+/// `letterbox`, the renditions are letterboxed too. The rendition at index `copied` (remuxed
+/// from the source) has no branch, and capped frame rates keep the source's keyframes;
+/// `None` when nothing is left to filter.
 pub fn filter_graph(
     renditions: &[Rendition],
     preview: Option<&PreviewSpec>,
     letterbox: bool,
-) -> String {
-    let branches = renditions.len() + usize::from(preview.is_some());
+    copied: Option<usize>,
+) -> Option<String> {
+    let encoded: Vec<(usize, &Rendition)> = renditions
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != copied)
+        .collect();
+    let branches = encoded.len() + usize::from(preview.is_some());
+    if branches == 0 {
+        return None;
+    }
     let mut graph = format!("[0:v:0]split={branches}");
-    for i in 0..renditions.len() {
+    for (i, _) in &encoded {
         graph.push_str(&format!("[s{i}]"));
     }
     if preview.is_some() {
         graph.push_str("[sp]");
     }
-    for (i, r) in renditions.iter().enumerate() {
+    for (i, r) in encoded {
         if letterbox {
             let (w, h) = (r.width, r.height);
             graph.push_str(&format!(
@@ -166,7 +195,15 @@ pub fn filter_graph(
         } else {
             graph.push_str(&format!(";[s{i}]scale={}:{}", r.width, r.height));
         }
-        if r.fps_capped {
+        if r.fps_capped && copied.is_some() {
+            // The `fps` filter may drop the source's keyframes (which `-force_key_frames
+            // source` then misses): keep every keyframe and as many other frames as the rate
+            // allows.
+            graph.push_str(&format!(
+                ",select='key+lte(selected_n\\,t*{}+0.001)'",
+                number(r.fps)
+            ));
+        } else if r.fps_capped {
             graph.push_str(&format!(",fps={}", number(r.fps)));
         }
         graph.push_str(&format!("[v{i}]"));
@@ -174,7 +211,7 @@ pub fn filter_graph(
     if let Some(p) = preview {
         graph.push_str(&format!(";[sp]{}[pv]", preview_filter(p)));
     }
-    graph
+    Some(graph)
 }
 
 /// One frame every `SECONDS`, scaled to fit inside `W×H` (aspect ratio kept), padded to exactly
@@ -216,12 +253,16 @@ pub fn build_args(p: &HlsJobParams<'_>) -> Vec<String> {
         push(&["-f", format]);
     }
     push(&["-i", "pipe:0"]);
-    push(&[
-        "-filter_complex",
-        &filter_graph(p.renditions, p.preview.as_ref(), p.letterbox),
-    ]);
+    let copied = p.copied();
+    if let Some(graph) = filter_graph(p.renditions, p.preview.as_ref(), p.letterbox, copied) {
+        push(&["-filter_complex", &graph]);
+    }
     for i in 0..p.renditions.len() {
-        push(&["-map", &format!("[v{i}]")]);
+        if Some(i) == copied {
+            push(&["-map", "0:v:0"]);
+        } else {
+            push(&["-map", &format!("[v{i}]")]);
+        }
     }
     if p.has_audio {
         for _ in p.renditions {
@@ -229,6 +270,11 @@ pub fn build_args(p: &HlsJobParams<'_>) -> Vec<String> {
         }
     }
     let hls_time = number(p.hls_time);
+    // Keyframes every segment, or where the source has them when its rendition is copied.
+    let keyframes = match copied {
+        Some(_) => "source".to_owned(),
+        None => format!("expr:gte(t,n_forced*{hls_time})"),
+    };
     push(&[
         "-c:v",
         p.video_codec,
@@ -241,9 +287,16 @@ pub fn build_args(p: &HlsJobParams<'_>) -> Vec<String> {
         "-sc_threshold:v",
         "0",
         "-force_key_frames:v",
-        &format!("expr:gte(t,n_forced*{hls_time})"),
+        &keyframes,
     ]);
+    if let Some(i) = copied {
+        // The last -c matching a stream wins (ffmpeg warns that it saw several).
+        push(&[&format!("-c:v:{i}"), "copy"]);
+    }
     for (i, rendition) in p.renditions.iter().enumerate() {
+        if Some(i) == copied {
+            continue;
+        }
         match RateControl::for_rendition(rendition) {
             RateControl::Bitrate { kbps } => push(&[
                 &format!("-b:v:{i}"),
@@ -272,6 +325,9 @@ pub fn build_args(p: &HlsJobParams<'_>) -> Vec<String> {
             "-ac",
             "2",
         ]);
+        if let (Some(i), Some(Passthrough { copy_audio: true })) = (copied, p.passthrough) {
+            push(&[&format!("-c:a:{i}"), "copy"]);
+        }
     }
     push(&[
         "-f",
@@ -567,6 +623,7 @@ mod tests {
             segment_type: SegmentType::MpegTs,
             preview: None,
             letterbox: false,
+            passthrough: None,
         }
     }
 
@@ -574,7 +631,7 @@ mod tests {
     fn a_resumed_source_of_another_shape_is_letterboxed_into_the_renditions() {
         let renditions = two_renditions();
         assert_eq!(
-            filter_graph(&renditions, None, true),
+            filter_graph(&renditions, None, true, None).expect("graph"),
             "[0:v:0]split=2[s0][s1];\
              [s0]scale=1280:720:force_original_aspect_ratio=decrease:force_divisible_by=2,pad=1280:720:(ow-iw)/2:(oh-ih)/2,setsar=1[v0];\
              [s1]scale=640:360:force_original_aspect_ratio=decrease:force_divisible_by=2,pad=640:360:(ow-iw)/2:(oh-ih)/2,setsar=1,fps=15[v1]"
@@ -707,6 +764,47 @@ mod tests {
             "-hls_segment_filename /work/s1/attempt-0/%v/%d.m4s /work/s1/attempt-0/%v/index.m3u8"
         ));
         assert!(!text.contains("image2"));
+    }
+
+    #[test]
+    fn the_original_rendition_is_copied_and_the_others_keyframe_with_the_source() {
+        let renditions = [
+            Rendition {
+                original: true,
+                ..rendition(1920, 1080, 30.0, false, None)
+            },
+            rendition(640, 360, 30.0, false, None),
+            rendition(320, 180, 15.0, true, None),
+        ];
+        let mut p = params(&renditions, true);
+        p.hls_time = 2.0;
+        p.passthrough = Some(Passthrough { copy_audio: true });
+        let text = build_args(&p).join(" ");
+        assert!(
+            text.contains(
+                "-filter_complex [0:v:0]split=2[s1][s2];[s1]scale=640:360[v1];\
+                 [s2]scale=320:180,select='key+lte(selected_n\\,t*15+0.001)'[v2] \
+                 -map 0:v:0 -map [v1] -map [v2] -map 0:a:0 -map 0:a:0 -map 0:a:0 "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("-force_key_frames:v source -c:v:0 copy -crf:v:1 23 "),
+            "{text}"
+        );
+        assert!(!text.contains("-crf:v:0"), "{text}");
+        assert!(
+            text.contains("-ac 2 -c:a:0 copy -f hls -hls_time 2 "),
+            "{text}"
+        );
+
+        // Audio that is not AAC is encoded; a lone ORIGINAL without previews needs no graph.
+        let mut p = params(&renditions[..1], true);
+        p.passthrough = Some(Passthrough { copy_audio: false });
+        let text = build_args(&p).join(" ");
+        assert!(!text.contains("-filter_complex"), "{text}");
+        assert!(text.contains("-map 0:v:0 -map 0:a:0 "), "{text}");
+        assert!(!text.contains("-c:a:0 copy"), "{text}");
     }
 
     #[test]

@@ -39,7 +39,9 @@ use crate::config::EncoderConfig;
 use crate::events::{spawn_event_task, EventSender};
 use crate::ffmpeg::{
     build_args, exit_details, preview_dir, variant_dir, FfmpegError, FfmpegProcess, HlsJobParams,
+    Passthrough,
 };
+use crate::gop::{Cadence, FlvKeyframes, GridCheck};
 use crate::probe::{self, Prefix, PrefixLimits, ProbeError};
 use crate::publish::{DelayedDeleter, PublishSettings, PublishSummary, Publisher};
 use crate::spool::Spool;
@@ -50,6 +52,9 @@ use crate::watch::Watcher;
 pub const MAX_RESTARTS: u32 = 3;
 /// Media chunks queued for ffmpeg's stdin (back-pressure on the media source beyond).
 const FEED_QUEUE: usize = 64;
+/// While looking for the source's second keyframe (pass-through), at most this much media is
+/// held back; a source whose GOP does not fit is encoded.
+const CADENCE_MAX_BYTES: usize = 32 * 1024 * 1024;
 /// Pause before a restart (times the restart number).
 const RESTART_BACKOFF: Duration = Duration::from_millis(500);
 /// Beyond the reconnect window, how long a job still waits for its `Resume`: the coordinator
@@ -210,6 +215,20 @@ async fn encode(
     if renditions.is_empty() {
         return Err(JobError::NoRenditions);
     }
+    let copyable = config.passthrough && can_copy(job.source, &probed, video, &renditions);
+    let (prefix, cadence) = if copyable {
+        match detect_cadence(&mut media, prefix, config.hls_time, stop).await {
+            Some(found) => found,
+            None => {
+                info!("stopped before the source's keyframes were seen");
+                return Ok(());
+            }
+        }
+    } else {
+        (prefix, None)
+    };
+    // With a copied ORIGINAL, segments are whole GOPs for the whole stream.
+    let segment_seconds = cadence.map_or(config.hls_time, Cadence::segment_seconds);
     info!(
         width = video.width,
         height = video.height,
@@ -220,6 +239,9 @@ async fn encode(
         record = job.options.record,
         previews = job.options.previews.map(|p| p.name()),
         segment_type = config.segment_type.extension(),
+        segment_seconds,
+        original_copied = cadence.is_some(),
+        source_gop_ms = cadence.map(|c| c.gop_ms),
         "encoding"
     );
 
@@ -227,7 +249,7 @@ async fn encode(
     let deleter = (!job.options.record).then(|| {
         DelayedDeleter::spawn(
             services.store.clone(),
-            Duration::from_secs_f64(config.live_playlist_size as f64 * config.hls_time),
+            Duration::from_secs_f64(config.live_playlist_size as f64 * segment_seconds),
             shutdown.clone(),
             &services.tracker,
         )
@@ -237,7 +259,7 @@ async fn encode(
         PublishSettings {
             channel: job.channel.clone(),
             stream_id: job.stream_id.clone(),
-            hls_time: config.hls_time,
+            hls_time: segment_seconds,
             live_window: config.live_playlist_size,
             vod_max_size: config.vod_max_size,
             record: job.options.record,
@@ -266,6 +288,9 @@ async fn encode(
         letterbox: false,
         work,
         work_text: &work_text,
+        cadence,
+        copy_audio: copyable && probed.audio_codec.as_deref() == Some("aac"),
+        segment_seconds,
     };
     let supervised = supervise(services, &mut plan, stop, resumes, media, prefix, &spool).await;
     // Everything ffmpeg produced is in the spool: the publisher drains it and finishes.
@@ -306,12 +331,22 @@ struct Plan<'a> {
     letterbox: bool,
     work: &'a Path,
     work_text: &'a str,
+    /// The current source's keyframe cadence when its rendition is copied (see [`crate::gop`]);
+    /// `None`: every rendition is encoded.
+    cadence: Option<Cadence>,
+    /// The copied rendition's audio is copied too (AAC).
+    copy_audio: bool,
+    /// The stream's segment duration: `HLS_TIME_SECONDS`, or whole GOPs of the first source.
+    segment_seconds: f64,
 }
 
 /// How one ffmpeg run ended.
 enum RunEnd {
     /// The input ended (`stopped`: the job was stopped), and ffmpeg finished (or was killed).
     Finished { stopped: bool },
+    /// The source's keyframes left their regular cadence: ffmpeg finished what it had, the
+    /// stream goes on with every rendition encoded.
+    CadenceLost,
     /// ffmpeg exited while the input went on.
     Crashed {
         code: Option<i32>,
@@ -343,6 +378,34 @@ async fn supervise(
         run += 1;
         match end {
             RunEnd::Finished { stopped: true } => return Ok(()),
+            RunEnd::CadenceLost => {
+                info!(
+                    run,
+                    "the source's keyframes are no longer regular: encoding every rendition from now on"
+                );
+                plan.cadence = None;
+                drop(media);
+                media = match open_media(services, &plan.job, stop).await? {
+                    Some(media) => media,
+                    None => return Ok(()),
+                };
+                prefix = match probe::read_prefix(&mut media, PrefixLimits::FIRST_CHUNK, stop).await
+                {
+                    Ok(prefix) => prefix,
+                    Err(ProbeError::Stopped) => return Ok(()),
+                    Err(err) => {
+                        info!(reason = %err, "no more media");
+                        drop(media);
+                        match wait_for_publisher(services, plan, stop, resumes).await? {
+                            Some((next_media, next_prefix)) => {
+                                media = next_media;
+                                next_prefix
+                            }
+                            None => return Ok(()),
+                        }
+                    }
+                };
+            }
             RunEnd::Finished { stopped: false } => {
                 drop(media);
                 match wait_for_publisher(services, plan, stop, resumes).await? {
@@ -506,10 +569,31 @@ async fn wait_for_publisher(
         let first = plan.first_video;
         plan.letterbox = u64::from(video.width) * u64::from(first.height)
             != u64::from(first.width) * u64::from(video.height);
+        // The copied rendition goes on only for a source of the same size whose whole GOPs
+        // make the stream's segment duration.
+        plan.cadence = None;
+        plan.copy_audio = false;
+        let mut prefix = prefix;
+        if services.config.passthrough
+            && video.width == first.width
+            && video.height == first.height
+            && can_copy(plan.job.source, &probed, video, plan.renditions)
+        {
+            let Some((more, cadence)) =
+                detect_cadence(&mut media, prefix, services.config.hls_time, stop).await
+            else {
+                return Ok(None);
+            };
+            prefix = more;
+            plan.cadence =
+                cadence.filter(|c| (c.segment_seconds() - plan.segment_seconds).abs() < 0.001);
+            plan.copy_audio = probed.audio_codec.as_deref() == Some("aac");
+        }
         info!(
             width = video.width,
             height = video.height,
             fps = video.fps,
+            original_copied = plan.cadence.is_some(),
             letterbox = plan.letterbox,
             video_codec = probed.video_codec.as_deref().unwrap_or("?"),
             audio_codec = probed.audio_codec.as_deref().unwrap_or("none"),
@@ -525,16 +609,59 @@ enum PumpEnd {
     InputEnded,
     Stopped,
     FfmpegGone,
+    /// A keyframe came off the copied rendition's cadence (its chunk was not fed).
+    CadenceLost,
+}
+
+/// Watches the keyframes of an FLV source whose rendition is copied.
+struct CadenceWatch {
+    keyframes: FlvKeyframes,
+    grid: GridCheck,
+    found: Vec<u32>,
+}
+
+impl CadenceWatch {
+    fn new(cadence: Cadence) -> Self {
+        CadenceWatch {
+            keyframes: FlvKeyframes::new(),
+            grid: GridCheck::new(cadence),
+            found: Vec::new(),
+        }
+    }
+
+    /// Whether the keyframes in `chunk` are still on the cadence.
+    fn regular(&mut self, chunk: &[u8]) -> bool {
+        self.found.clear();
+        self.keyframes.push(chunk, &mut self.found);
+        let mut regular = true;
+        for &t in &self.found {
+            if !self.grid.keyframe(t) {
+                warn!(
+                    keyframe_ms = t,
+                    "a keyframe of the copied source is off its cadence"
+                );
+                regular = false;
+            }
+        }
+        regular
+    }
 }
 
 /// Feeds the prefix and then the stream to ffmpeg until the stream ends, the job stops, or
-/// ffmpeg stops reading. Dropping the sender on return closes ffmpeg's stdin.
+/// ffmpeg stops reading (or, with `watch`, the source's keyframes leave their cadence).
+/// Dropping the sender on return closes ffmpeg's stdin.
 async fn pump(
     media: &mut MediaStream,
     prefix: Prefix,
     feed: mpsc::Sender<Bytes>,
     stop: &CancellationToken,
+    mut watch: Option<CadenceWatch>,
 ) -> PumpEnd {
+    if let Some(watch) = &mut watch {
+        if !watch.regular(&prefix.bytes) {
+            return PumpEnd::CadenceLost;
+        }
+    }
     if !prefix.bytes.is_empty() && feed.send(prefix.bytes).await.is_err() {
         return PumpEnd::FfmpegGone;
     }
@@ -552,6 +679,11 @@ async fn pump(
         };
         if chunk.is_empty() {
             continue;
+        }
+        if let Some(watch) = &mut watch {
+            if !watch.regular(&chunk) {
+                return PumpEnd::CadenceLost;
+            }
         }
         tokio::select! {
             biased;
@@ -602,10 +734,13 @@ async fn run_ffmpeg(
         audio_codec: &config.audio_codec,
         h264_preset: &config.h264_preset,
         pixel_format: &config.pixel_format,
-        hls_time: config.hls_time,
+        hls_time: plan.segment_seconds,
         out_dir: &out_text,
         segment_type: config.segment_type,
         preview: previews,
+        passthrough: plan.cadence.map(|_| Passthrough {
+            copy_audio: plan.copy_audio && plan.has_audio,
+        }),
     });
     let (feed, input) = mpsc::channel(FEED_QUEUE);
     let mut process = FfmpegProcess::spawn(&config.ffmpeg_path, &args, input)?;
@@ -619,7 +754,7 @@ async fn run_ffmpeg(
         base,
         run,
         prefix.first_byte_ms,
-        config.hls_time,
+        plan.segment_seconds,
         previews.is_some(),
     );
     let watching = tokio::spawn(
@@ -633,7 +768,8 @@ async fn run_ffmpeg(
         InputClosed(PumpEnd),
         Exited(Result<std::process::ExitStatus, FfmpegError>),
     }
-    let mut pumping = Box::pin(pump(media, prefix, feed, stop));
+    let watch = plan.cadence.map(CadenceWatch::new);
+    let mut pumping = Box::pin(pump(media, prefix, feed, stop, watch));
     let first = tokio::select! {
         end = &mut pumping => First::InputClosed(end),
         status = process.wait() => First::Exited(status),
@@ -643,7 +779,7 @@ async fn run_ffmpeg(
     let mut killed = false;
     let (status, input) = match first {
         First::InputClosed(input) => {
-            if input == PumpEnd::Stopped {
+            if matches!(input, PumpEnd::Stopped | PumpEnd::CadenceLost) {
                 process.input_cut();
             }
             debug!(?input, "input closed: waiting for ffmpeg to finish");
@@ -681,6 +817,7 @@ async fn run_ffmpeg(
                 stopped: ended == PumpEnd::Stopped,
             }
         }
+        Some(PumpEnd::CadenceLost) => RunEnd::CadenceLost,
         Some(PumpEnd::FfmpegGone) | None => RunEnd::Crashed {
             code,
             signal,
@@ -688,4 +825,68 @@ async fn run_ffmpeg(
         },
     };
     Ok((end, next_base))
+}
+
+/// Whether the `ORIGINAL` rendition of this source could be copied: H.264 4:2:0 8-bit over
+/// RTMP (FLV, whose keyframes [`FlvKeyframes`] reads), exactly the rendition's size.
+fn can_copy(
+    source: SourceKind,
+    probed: &probe::ProbedSource,
+    video: SourceVideo,
+    renditions: &[Rendition],
+) -> bool {
+    source.ffmpeg_format() == Some("flv")
+        && probed.video_codec.as_deref() == Some("h264")
+        && matches!(
+            probed.video_pix_fmt.as_deref(),
+            Some("yuv420p" | "yuvj420p")
+        )
+        && renditions
+            .iter()
+            .any(|r| r.original && r.width == video.width && r.height == video.height)
+}
+
+/// Reads on until the source's second keyframe (the first two give its GOP), holding back at
+/// most [`CADENCE_MAX_BYTES`] and no longer than the segment target plus 0.75 s after the
+/// first byte: the cadence when the GOP fits `hls_time`, else `None` (encode). The media read
+/// is added to the prefix. `None` overall when stopped.
+async fn detect_cadence(
+    media: &mut MediaStream,
+    prefix: Prefix,
+    hls_time: f64,
+    stop: &CancellationToken,
+) -> Option<(Prefix, Option<Cadence>)> {
+    let mut scanner = FlvKeyframes::new();
+    let mut keyframes = Vec::new();
+    scanner.push(&prefix.bytes, &mut keyframes);
+    let mut bytes = bytes::BytesMut::from(&prefix.bytes[..]);
+    let mut ended = prefix.ended;
+    let waited = Duration::from_millis(probe::now_ms().saturating_sub(prefix.first_byte_ms));
+    let limit = Duration::from_secs_f64(hls_time + 0.75).saturating_sub(waited);
+    let deadline = tokio::time::Instant::now() + limit;
+    while keyframes.len() < 2 && !ended && bytes.len() < CADENCE_MAX_BYTES {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep_until(deadline) => break,
+            chunk = media.next() => chunk,
+        };
+        match next {
+            Some(chunk) => {
+                scanner.push(&chunk, &mut keyframes);
+                bytes.extend_from_slice(&chunk);
+            }
+            None => ended = true,
+        }
+    }
+    let cadence = Cadence::detect(&keyframes, hls_time);
+    debug!(keyframes = ?keyframes, ?cadence, "source keyframes");
+    Some((
+        Prefix {
+            bytes: bytes.freeze(),
+            ended,
+            first_byte_ms: prefix.first_byte_ms,
+        },
+        cadence,
+    ))
 }

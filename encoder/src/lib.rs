@@ -32,6 +32,7 @@ pub mod codecs;
 pub mod config;
 pub mod events;
 pub mod ffmpeg;
+pub mod gop;
 mod job;
 pub mod metrics;
 pub mod probe;

@@ -139,6 +139,8 @@ pub struct ProbedSource {
     /// The first video stream (cover art excluded); `None` = no video.
     pub video: Option<SourceVideo>,
     pub video_codec: Option<String>,
+    /// The first video stream's pixel format (`yuv420p`).
+    pub video_pix_fmt: Option<String>,
     pub has_audio: bool,
     pub audio_codec: Option<String>,
 }
@@ -218,6 +220,7 @@ struct FfprobeStream {
     height: Option<u32>,
     avg_frame_rate: Option<String>,
     r_frame_rate: Option<String>,
+    pix_fmt: Option<String>,
     disposition: Option<FfprobeDisposition>,
 }
 
@@ -264,6 +267,7 @@ pub fn parse_ffprobe_output(json: &[u8]) -> Result<ProbedSource, serde_json::Err
                 .unwrap_or(0.0),
         }),
         video_codec: video.and_then(|s| s.codec_name.clone()),
+        video_pix_fmt: video.and_then(|s| s.pix_fmt.clone()),
         has_audio: audio.is_some(),
         audio_codec: audio.and_then(|s| s.codec_name.clone()),
     })
@@ -277,13 +281,15 @@ mod tests {
     fn reads_size_rate_and_audio_from_ffprobe_json() {
         let json = br#"{"streams":[
             {"index":0,"codec_name":"h264","codec_type":"video","width":1280,"height":720,
-             "r_frame_rate":"60/1","avg_frame_rate":"30000/1001","disposition":{"attached_pic":0}},
+             "r_frame_rate":"60/1","avg_frame_rate":"30000/1001","pix_fmt":"yuv420p",
+             "disposition":{"attached_pic":0}},
             {"index":1,"codec_name":"aac","codec_type":"audio","r_frame_rate":"0/0"}]}"#;
         let probed = parse_ffprobe_output(json).expect("parse");
         let video = probed.video.expect("video");
         assert_eq!((video.width, video.height), (1280, 720));
         assert!((video.fps - 29.97).abs() < 0.01);
         assert_eq!(probed.video_codec.as_deref(), Some("h264"));
+        assert_eq!(probed.video_pix_fmt.as_deref(), Some("yuv420p"));
         assert!(probed.has_audio);
         assert_eq!(probed.audio_codec.as_deref(), Some("aac"));
     }

@@ -69,6 +69,10 @@ pub struct EncoderArgs {
     /// (segments, playlists, previews) are deleted; 0 = never.
     #[arg(long, env = "HLS_CLEANUP_DELAY_SECONDS", default_value_t = crate::cleanup::DEFAULT_CLEANUP_DELAY.as_secs())]
     pub hls_cleanup_delay_seconds: u64,
+    /// Remux the ORIGINAL rendition of an H.264 RTMP source whose keyframes come at a regular
+    /// interval fitting the segment duration, instead of encoding it (false: always encode).
+    #[arg(long, env = "HLS_ORIGINAL_PASSTHROUGH", default_value = "true", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
+    pub hls_original_passthrough: bool,
 }
 
 impl EncoderArgs {
@@ -91,6 +95,7 @@ impl EncoderArgs {
             segment_type: self.hls_segment_type,
             spool_max_bytes: self.hls_spool_max_bytes,
             cleanup_delay: Duration::from_secs(self.hls_cleanup_delay_seconds),
+            passthrough: self.hls_original_passthrough,
         }
     }
 }

@@ -49,11 +49,15 @@ enum Fixture {
     FlvAudioOnly,
     /// 4 s, 320x240 30 fps VP8 + Opus, WebM (what browsers publish).
     WebM,
+    /// As `FlvAv` with a 3 s GOP: too long for 2 s segments, so nothing is copied.
+    FlvLongGop,
+    /// As `FlvAv` with keyframes at 0, 1, 2, 3, 4 and then 7 s only: the cadence breaks.
+    FlvBrokenCadence,
 }
 
 /// The file of a fixture, generated once per test run.
 fn fixture(kind: Fixture) -> &'static Path {
-    static FILES: [OnceLock<PathBuf>; 4] = [const { OnceLock::new() }; 4];
+    static FILES: [OnceLock<PathBuf>; 6] = [const { OnceLock::new() }; 6];
     FILES[kind as usize].get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let name = format!("{kind:?}.media");
@@ -108,6 +112,19 @@ fn fixture(kind: Fixture) -> &'static Path {
                     "8",
                 ])
                 .args(["-b:v", "500k", "-g", "30", "-c:a", "libopus", "-f", "webm"]),
+            Fixture::FlvLongGop => command
+                .args(video)
+                .args(audio)
+                .args(["-t", "8", "-c:v", "libx264", "-preset", "ultrafast"])
+                .args(["-g", "90", "-keyint_min", "90", "-sc_threshold", "0"])
+                .args(["-c:a", "aac", "-f", "flv"]),
+            Fixture::FlvBrokenCadence => command
+                .args(video)
+                .args(audio)
+                .args(["-t", "8", "-c:v", "libx264", "-preset", "ultrafast"])
+                .args(["-g", "1000", "-sc_threshold", "0"])
+                .args(["-force_key_frames", "0,1,2,3,4,7"])
+                .args(["-c:a", "aac", "-f", "flv"]),
         };
         command.arg(&partial);
         let status = command.status().expect("ffmpeg runs");
@@ -466,7 +483,9 @@ fn check_finished_stream(
     Published { renditions, master }
 }
 
-/// Same count, same durations (±0.1 s), each within 0.5 s of the target but the last.
+/// Same count, same durations (±0.1 s) but the last, each within 0.5 s of the target but the
+/// last. (ffmpeg sums the frame durations of the source's frame rate for the last segment of
+/// a rendition whose rate is capped with `select`, as when the ORIGINAL is copied.)
 fn assert_aligned(published: &Published) {
     let (first_name, reference) = &published.renditions[0];
     for (name, durations) in &published.renditions[1..] {
@@ -475,7 +494,8 @@ fn assert_aligned(published: &Published) {
             reference.len(),
             "{name} vs {first_name}: {durations:?} vs {reference:?}"
         );
-        for (a, b) in durations.iter().zip(reference) {
+        let body = reference.len() - 1;
+        for (a, b) in durations[..body].iter().zip(&reference[..body]) {
             assert!(
                 (a - b).abs() <= 0.1,
                 "{name}: {durations:?} vs {reference:?}"
@@ -691,6 +711,170 @@ async fn a_crashed_ffmpeg_is_restarted_and_the_playlist_marks_the_break() {
             "{name}: {durations:?}"
         );
     }
+    h.stop_encoder().await;
+}
+
+/// The H.264 profile of a segment's video.
+fn video_profile(path: &Path) -> String {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=profile", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(output.status.success(), "ffprobe cannot read {path:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Segment durations and profiles of one rendition, with the indexes of discontinuities.
+fn rendition_segments(
+    h: &Harness,
+    job: &EncoderJob,
+    name: &str,
+) -> (Vec<f64>, Vec<String>, Vec<usize>) {
+    let live = h.media_playlist(&keys::live_playlist(&job.channel, &job.stream_id, name));
+    assert!(live.end_list, "{name}: not ended");
+    let durations = live
+        .segments
+        .iter()
+        .map(|s| f64::from(s.duration))
+        .collect();
+    let profiles = (0..live.segments.len() as u64)
+        .map(|i| {
+            let key = keys::segment(
+                &job.channel,
+                &job.stream_id,
+                name,
+                live.media_sequence + i,
+                SegmentType::MpegTs,
+            );
+            video_profile(&h.root.join(key))
+        })
+        .collect();
+    let breaks = live
+        .segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.discontinuity)
+        .map(|(i, _)| i)
+        .collect();
+    (durations, profiles, breaks)
+}
+
+// The fixtures are x264 `ultrafast` (Constrained Baseline); the encoder runs `veryfast`
+// (High) in these tests, so a segment's profile tells a copy from an encode.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_of_a_regular_h264_source_is_copied_and_the_ladder_stays_aligned() {
+    let h = Harness::start(FileSource::new(fixture(Fixture::FlvAv), None), |config| {
+        config.h264_preset = "veryfast".into();
+    });
+    let job = job("ORIGINAL,320x180-15,160x90-30", false);
+    run_to_end(&h, &job).await;
+    let master = h.master_playlist(&keys::master_playlist(&job.channel, &job.stream_id));
+    let codecs: Vec<&str> = master
+        .variants
+        .iter()
+        .map(|v| v.codecs.as_deref().unwrap_or(""))
+        .collect();
+    assert!(codecs[0].starts_with("avc1.42c0"), "copied: {codecs:?}");
+    assert!(codecs[1].starts_with("avc1.64"), "encoded: {codecs:?}");
+    // A 1 s GOP and a 2 s target: segments of two GOPs, cut at the same instants everywhere.
+    let mut reference: Option<Vec<f64>> = None;
+    for name in ["640x360-30", "320x180-15", "160x90-30"] {
+        let (durations, profiles, breaks) = rendition_segments(&h, &job, name);
+        assert!(breaks.is_empty(), "{name}: {breaks:?}");
+        let expected = if name == "640x360-30" {
+            "Constrained Baseline"
+        } else {
+            "High"
+        };
+        assert!(
+            profiles.iter().all(|p| p == expected),
+            "{name}: {profiles:?}"
+        );
+        assert_eq!(durations.len(), 4, "{name}: {durations:?}");
+        for d in &durations[..3] {
+            assert!((d - 2.0).abs() < 0.01, "{name}: {durations:?}");
+        }
+        if let Some(reference) = &reference {
+            assert_eq!(durations[..3], reference[..3], "{name}");
+        }
+        reference.get_or_insert(durations);
+    }
+    h.stop_encoder().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_gop_or_a_disabled_pass_through_encodes_the_original() {
+    for (fixture_kind, enabled) in [(Fixture::FlvLongGop, true), (Fixture::FlvAv, false)] {
+        let h = Harness::start(FileSource::new(fixture(fixture_kind), None), |config| {
+            config.h264_preset = "veryfast".into();
+            config.passthrough = enabled;
+        });
+        let job = job("ORIGINAL,320x180-30", false);
+        run_to_end(&h, &job).await;
+        for name in ["640x360-30", "320x180-30"] {
+            let (durations, profiles, _) = rendition_segments(&h, &job, name);
+            assert!(
+                profiles.iter().all(|p| p == "High"),
+                "{fixture_kind:?}: {name}: {profiles:?}"
+            );
+            // Segments of HLS_TIME_SECONDS, as without pass-through.
+            assert!(
+                (durations[0] - HLS_TIME).abs() < 0.01,
+                "{name}: {durations:?}"
+            );
+        }
+        h.stop_encoder().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_loses_its_keyframe_cadence_goes_on_fully_encoded() {
+    let media = FileSource::new(fixture(Fixture::FlvBrokenCadence), None);
+    let h = Harness::start(media.clone(), |config| {
+        config.h264_preset = "veryfast".into();
+    });
+    let job = job("ORIGINAL,320x180-30", false);
+    run_to_end(&h, &job).await;
+    // The keyframe at 7 s (5 and 6 are missing) ends the copying run; the media is opened
+    // again (the file source starts over) and everything is encoded from then on.
+    assert_eq!(media.opens.load(Ordering::SeqCst), 2);
+    let mut first_runs = Vec::new();
+    for name in ["640x360-30", "320x180-30"] {
+        let (durations, profiles, breaks) = rendition_segments(&h, &job, name);
+        assert_eq!(breaks.len(), 1, "{name}: {breaks:?} {durations:?}");
+        let split = breaks[0];
+        if name == "640x360-30" {
+            assert!(
+                profiles[..split]
+                    .iter()
+                    .all(|p| p == "Constrained Baseline"),
+                "{profiles:?}"
+            );
+        }
+        assert!(
+            profiles[split..].iter().all(|p| p == "High"),
+            "{name}: {profiles:?}"
+        );
+        // The encoded run keeps the stream's segment duration (two 1 s GOPs).
+        for d in &durations[split..durations.len() - 1] {
+            assert!((d - 2.0).abs() < 0.01, "{name}: {durations:?}");
+        }
+        let after: f64 = durations[split..].iter().sum();
+        assert!(
+            (after - SOURCE_SECONDS).abs() < 0.5,
+            "{name}: {durations:?}"
+        );
+        first_runs.push(durations[..split].to_vec());
+    }
+    assert_eq!(first_runs[0].len(), first_runs[1].len(), "{first_runs:?}");
     h.stop_encoder().await;
 }
 
