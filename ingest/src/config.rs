@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use contract::DEFAULT_ID_MAX_LENGTH;
 
+/// Default bound of each media subscriber's queue: 32 MiB.
+pub const DEFAULT_MEDIA_QUEUE_MAX_BYTES: usize = 32 * 1024 * 1024;
+
 /// Settings of an ingest node. Build it with struct update syntax
 /// (`IngestConfig { node_id: "ingest-1".into(), ..Default::default() }`) so that new fields
 /// keep their defaults.
@@ -26,6 +29,11 @@ pub struct IngestConfig {
     /// Bound of each subscriber's queue, in FLV tags. A subscriber that falls this far behind
     /// skips ahead to the next keyframe. Default 1024 (about 13 s of 30 fps video + AAC).
     pub relay_queue_len: usize,
+    /// Bound of each subscriber's queue of an RTMP stream, in bytes (the WebSocket server has
+    /// its own, `WsConfig::queue_max_bytes`). A subscriber (an encoder) that falls this far
+    /// behind skips ahead to the next keyframe; the publisher never waits for it. Default
+    /// 32 MiB.
+    pub relay_queue_max_bytes: usize,
     /// Most RTMP connections held at once (handshaking, deciding or publishing); further
     /// connections are closed at once with a warning. Each connection may buffer up to about
     /// 32 MiB in the worst case (one 16 MiB RTMP message being reassembled), so this bounds the
@@ -44,6 +52,7 @@ impl Default for IngestConfig {
             publish_decision_timeout: Duration::from_secs(10),
             gop_cache_max_bytes: 16 * 1024 * 1024,
             relay_queue_len: 1024,
+            relay_queue_max_bytes: DEFAULT_MEDIA_QUEUE_MAX_BYTES,
             max_connections: 256,
             tls_reload_interval: Duration::from_secs(5),
         }

@@ -21,6 +21,7 @@ use contract::StreamId;
 use tokio::sync::Notify;
 
 use crate::container::Format;
+use crate::metrics::RelayGauges;
 
 /// Bounds of a container relay.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +47,7 @@ struct State {
 pub struct ContainerRelay {
     stream_id: StreamId,
     config: ContainerRelayConfig,
+    gauges: RelayGauges,
     state: Mutex<State>,
     lag_skips: AtomicU64,
     gop_overflows: AtomicU64,
@@ -53,9 +55,19 @@ pub struct ContainerRelay {
 
 impl ContainerRelay {
     pub fn new(stream_id: StreamId, config: ContainerRelayConfig) -> Arc<Self> {
+        Self::with_gauges(stream_id, config, RelayGauges::default())
+    }
+
+    /// A relay whose queued and cached bytes are added to `gauges`.
+    pub fn with_gauges(
+        stream_id: StreamId,
+        config: ContainerRelayConfig,
+        gauges: RelayGauges,
+    ) -> Arc<Self> {
         Arc::new(ContainerRelay {
             stream_id,
             config,
+            gauges,
             state: Mutex::new(State::default()),
             lag_skips: AtomicU64::new(0),
             gop_overflows: AtomicU64::new(0),
@@ -87,13 +99,11 @@ impl ContainerRelay {
             return;
         }
         if start {
-            st.gop.clear();
-            st.gop_bytes = 0;
+            self.clear_gop(&mut st);
         }
         if start || !st.gop.is_empty() {
             if st.gop_bytes + bytes.len() > self.config.gop_cache_max_bytes {
-                st.gop.clear();
-                st.gop_bytes = 0;
+                self.clear_gop(&mut st);
                 self.gop_overflows.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     stream_id = %self.stream_id,
@@ -102,6 +112,7 @@ impl ContainerRelay {
                 );
             } else {
                 st.gop_bytes += bytes.len();
+                self.gauges.cached.add(bytes.len());
                 st.gop.push(bytes.clone());
             }
         }
@@ -120,20 +131,20 @@ impl ContainerRelay {
                             "media subscriber fell behind; skipping to the next keyframe"
                         );
                     } else {
-                        q.push(bytes.clone());
+                        q.push(bytes.clone(), &self.gauges);
                     }
                 }
                 Phase::AwaitingStart if start => {
                     if let Some(header) = &header {
-                        q.push(header.clone());
+                        q.push(header.clone(), &self.gauges);
                     }
-                    q.push(bytes.clone());
+                    q.push(bytes.clone(), &self.gauges);
                     q.phase = Phase::Live;
                 }
                 Phase::Resyncing
                     if start && q.bytes + bytes.len() <= self.config.queue_max_bytes =>
                 {
-                    q.push(bytes.clone());
+                    q.push(bytes.clone(), &self.gauges);
                     q.phase = Phase::Live;
                 }
                 Phase::AwaitingStart | Phase::Resyncing => {}
@@ -143,12 +154,17 @@ impl ContainerRelay {
         }
     }
 
+    fn clear_gop(&self, st: &mut State) {
+        st.gop.clear();
+        self.gauges.cached.sub(st.gop_bytes);
+        st.gop_bytes = 0;
+    }
+
     /// The publisher is gone: subscribers drain what they have and end.
     pub fn close(&self) {
         let mut st = self.state();
         st.closed = true;
-        st.gop.clear();
-        st.gop_bytes = 0;
+        self.clear_gop(&mut st);
         st.header = None;
         for queue in st.subscribers.drain(..) {
             queue.lock().closed = true;
@@ -169,6 +185,15 @@ impl ContainerRelay {
             .count()
     }
 
+    /// Bytes queued for this stream's subscribers now (each subscriber's queue counted).
+    pub fn queued_bytes(&self) -> usize {
+        self.state()
+            .subscribers
+            .iter()
+            .map(|q| q.lock().bytes)
+            .sum()
+    }
+
     /// Times a subscriber fell behind and skipped to a start point.
     pub fn lag_skips(&self) -> u64 {
         self.lag_skips.load(Ordering::Relaxed)
@@ -185,13 +210,18 @@ impl ContainerRelay {
         if st.closed {
             return None;
         }
-        let queue = Arc::new(Queue::default());
+        let queue = Arc::new(Queue {
+            inner: Mutex::default(),
+            notify: Notify::new(),
+            gone: AtomicBool::new(false),
+            gauges: self.gauges.clone(),
+        });
         {
             let mut q = queue.lock();
             if let (Some(header), false) = (&st.header, st.gop.is_empty()) {
-                q.push(header.clone());
+                q.push(header.clone(), &self.gauges);
                 for piece in &st.gop {
-                    q.push(piece.clone());
+                    q.push(piece.clone(), &self.gauges);
                 }
                 q.phase = Phase::Live;
             }
@@ -216,12 +246,12 @@ enum Phase {
     Resyncing,
 }
 
-#[derive(Default)]
 struct Queue {
     inner: Mutex<QueueState>,
     notify: Notify,
     /// The reader was dropped.
     gone: AtomicBool,
+    gauges: RelayGauges,
 }
 
 #[derive(Default)]
@@ -233,8 +263,9 @@ struct QueueState {
 }
 
 impl QueueState {
-    fn push(&mut self, bytes: Bytes) {
+    fn push(&mut self, bytes: Bytes, gauges: &RelayGauges) {
         self.bytes += bytes.len();
+        gauges.queued.add(bytes.len());
         self.pieces.push_back(bytes);
     }
 }
@@ -242,6 +273,20 @@ impl QueueState {
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let bytes = self.lock().bytes;
+        self.gauges.queued.sub(bytes);
+    }
+}
+
+impl Drop for ContainerRelay {
+    fn drop(&mut self) {
+        let gop_bytes = self.state().gop_bytes;
+        self.gauges.cached.sub(gop_bytes);
     }
 }
 
@@ -256,6 +301,7 @@ impl Reader {
                 let mut q = self.queue.lock();
                 if let Some(bytes) = q.pieces.pop_front() {
                     q.bytes -= bytes.len();
+                    self.queue.gauges.queued.sub(bytes.len());
                     return Some(bytes);
                 }
                 if q.closed {
@@ -358,6 +404,32 @@ mod tests {
         relay.close();
         assert_eq!(collect(waiting).await, b"H|K2|");
         assert_eq!(collect(late).await, b"H|K2|");
+    }
+
+    #[tokio::test]
+    async fn the_gauges_count_what_is_queued_and_cached() {
+        let gauges = RelayGauges::default();
+        let relay = ContainerRelay::with_gauges(
+            StreamId::generate(),
+            ContainerRelayConfig {
+                gop_cache_max_bytes: 1 << 20,
+                queue_max_bytes: 100,
+            },
+            gauges.clone(),
+        );
+        relay.set_header(Format::WebM, Bytes::from_static(b"H"));
+        let sub = relay.subscribe().expect("open");
+        relay.push(Bytes::from(vec![b'k'; 10]), true);
+        for _ in 0..50 {
+            relay.push(Bytes::from(vec![b'x'; 30]), false);
+        }
+        assert!(gauges.queued.get() <= 100, "{}", gauges.queued.get());
+        assert_eq!(gauges.queued.get(), relay.queued_bytes());
+        assert_eq!(gauges.cached.get(), 10 + 50 * 30);
+        relay.close();
+        assert_eq!(gauges.cached.get(), 0);
+        let _ = collect(sub).await;
+        assert_eq!(gauges.queued.get(), 0);
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@
 //! - [`https`]: the HTTP router (page, WebSocket publishing) served over TLS with the same
 //!   reloadable certificate as RTMPS.
 //! - [`flv`]: pure FLV encoding (file header, tags, `onMetaData`) and codec-header checks.
+//! - [`metrics`]: gauges of the bytes the relays hold.
 //! - [`relay`]: per-stream fan-out to subscribers with a bounded GOP cache, bounded queues and
 //!   keyframe resynchronisation of lagging subscribers.
 //! - [`container`]: pure scanning of browser recordings (WebM, fragmented MP4): the header, and
@@ -36,6 +37,7 @@ pub mod container_relay;
 pub mod flv;
 pub mod https;
 pub mod media_http;
+pub mod metrics;
 mod publish;
 pub mod registry;
 pub mod relay;
@@ -60,6 +62,7 @@ pub use config::IngestConfig;
 pub use registry::PublisherInfo;
 pub use tls::TlsCert;
 
+use metrics::RelayGauges;
 use registry::Registry;
 
 /// An ingest node. Cheap to clone; all clones share the same state.
@@ -74,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) registry: Registry,
     pub(crate) next_conn_id: AtomicU64,
     pub(crate) connections: Arc<Semaphore>,
+    /// Bytes held by the relays of this node.
+    pub(crate) gauges: RelayGauges,
 }
 
 impl Ingest {
@@ -86,12 +91,18 @@ impl Ingest {
                 registry: Registry::new(),
                 next_conn_id: AtomicU64::new(1),
                 connections,
+                gauges: RelayGauges::default(),
             }),
         }
     }
 
     pub fn config(&self) -> &IngestConfig {
         &self.inner.config
+    }
+
+    /// Bytes queued now for the media subscribers of all streams of this node.
+    pub fn relay_queued_bytes(&self) -> usize {
+        self.inner.gauges.queued.get()
     }
 
     /// Accepts RTMP publishers on `listener` until `shutdown` is cancelled; then ends every

@@ -64,6 +64,13 @@ impl StreamRelay {
             StreamRelay::Container(relay) => relay.lag_skips(),
         }
     }
+
+    pub fn queued_bytes(&self) -> usize {
+        match self {
+            StreamRelay::Flv(relay) => relay.queued_bytes(),
+            StreamRelay::Container(relay) => relay.queued_bytes(),
+        }
+    }
 }
 
 /// A live publisher, as reported by [`crate::Ingest::publishers`].
@@ -80,6 +87,9 @@ pub struct PublisherInfo {
     pub subscribers: usize,
     /// Times a subscriber fell behind and skipped to the next keyframe.
     pub subscriber_lag_skips: u64,
+    /// Bytes queued for the stream's subscribers now (bounded per subscriber by
+    /// `MEDIA_QUEUE_MAX_BYTES`).
+    pub subscriber_queued_bytes: usize,
 }
 
 /// What a live entry holds.
@@ -258,6 +268,7 @@ impl Registry {
                     bytes_received: live.bytes_received.load(Ordering::Relaxed),
                     subscribers: live.relay.subscriber_count(),
                     subscriber_lag_skips: live.relay.lag_skips(),
+                    subscriber_queued_bytes: live.relay.queued_bytes(),
                 }),
                 _ => None,
             })

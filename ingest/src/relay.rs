@@ -2,28 +2,32 @@
 //! FLV, with a bounded keyframe (GOP) cache so that a subscriber can start at any time.
 //!
 //! The publisher side pushes audio/video/metadata; each tag is encoded to FLV once and shared
-//! (`Bytes`) by every subscriber through a bounded `tokio::sync::broadcast` queue. A
-//! subscriber's stream starts with what a decoder needs: the FLV header, `onMetaData`, the
-//! sequence headers, then the GOP from the last keyframe, then live tags. A subscriber that
-//! falls `queue_len` tags behind loses its place; it then skips everything up to the next
-//! keyframe (a decoder must never see a GOP with a hole) and the skip is logged and counted.
-//! When the publisher ends, [`Relay::close`] drops the sender: subscribers drain what they
-//! have queued and their streams end.
+//! (`Bytes`) by every subscriber's queue. Each queue is bounded both in tags (`queue_len`)
+//! and in **bytes** (`queue_max_bytes`: a tag may be anything up to an RTMP message of
+//! 16 MiB, so a count alone would not bound memory). A subscriber's stream starts with what a
+//! decoder needs: the FLV header, `onMetaData`, the sequence headers, then the GOP from the
+//! last keyframe, then live tags. When a subscriber's queue is full, its oldest tags are
+//! dropped: the subscriber has lost its place and skips everything up to the next keyframe
+//! (a decoder must never see a GOP with a hole); the skip is logged and counted. The
+//! publisher never waits for a subscriber, and a subscriber never holds more than its bound.
+//! When the publisher ends, [`Relay::close`] ends the queues: subscribers drain what they
+//! have and their streams end.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use contract::control::MediaStream;
 use contract::StreamId;
 use rml_rtmp::sessions::StreamMetadata;
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
 
 use crate::flv::{self, TagKind};
+use crate::metrics::RelayGauges;
 
-/// Bounds of a relay.
+/// Bounds of a relay (with the bound of each subscriber's queue in bytes, given to
+/// [`Relay::bounded`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RelayConfig {
     /// Bound of the GOP cache, in bytes of encoded tags.
@@ -55,7 +59,7 @@ impl Tag {
 
 #[derive(Default)]
 struct State {
-    sender: Option<broadcast::Sender<Tag>>,
+    closed: bool,
     /// `onMetaData` script data (AMF0).
     metadata: Option<Bytes>,
     /// Latest sequence headers (tag data).
@@ -66,27 +70,48 @@ struct State {
     /// Tags since the last start point; empty while waiting for one.
     gop: Vec<Tag>,
     gop_bytes: usize,
+    subscribers: Vec<Arc<Queue>>,
 }
 
 /// The relay of one stream. Shared by the publisher's connection (writer) and subscribers.
 pub struct Relay {
     stream_id: StreamId,
     config: RelayConfig,
+    /// Capacity of each subscriber's queue, in bytes of encoded tags (one tag larger than
+    /// this is still queued when the queue is empty).
+    queue_max_bytes: usize,
+    gauges: RelayGauges,
     state: Mutex<State>,
     lag_skips: AtomicU64,
     gop_overflows: AtomicU64,
 }
 
 impl Relay {
+    /// A relay whose subscriber queues hold at most the default `MEDIA_QUEUE_MAX_BYTES`
+    /// (32 MiB) each.
     pub fn new(stream_id: StreamId, config: RelayConfig) -> Arc<Self> {
-        let (sender, _) = broadcast::channel(config.queue_len.max(1));
+        Self::bounded(
+            stream_id,
+            config,
+            crate::config::DEFAULT_MEDIA_QUEUE_MAX_BYTES,
+            RelayGauges::default(),
+        )
+    }
+
+    /// A relay whose subscriber queues hold at most `queue_max_bytes` each, and whose queued
+    /// and cached bytes are added to `gauges`.
+    pub fn bounded(
+        stream_id: StreamId,
+        config: RelayConfig,
+        queue_max_bytes: usize,
+        gauges: RelayGauges,
+    ) -> Arc<Self> {
         Arc::new(Relay {
             stream_id,
             config,
-            state: Mutex::new(State {
-                sender: Some(sender),
-                ..State::default()
-            }),
+            queue_max_bytes,
+            gauges,
+            state: Mutex::new(State::default()),
             lag_skips: AtomicU64::new(0),
             gop_overflows: AtomicU64::new(0),
         })
@@ -143,7 +168,7 @@ impl Relay {
             }
         };
         let mut st = self.state();
-        if st.sender.is_none() {
+        if st.closed {
             return;
         }
         match kind {
@@ -167,14 +192,12 @@ impl Relay {
             }
         } else {
             if start {
-                st.gop.clear();
-                st.gop_bytes = 0;
+                self.clear_gop(&mut st);
             }
             if !st.gop.is_empty() || start {
                 let len = tag.encoded.len();
                 if st.gop_bytes + len > self.config.gop_cache_max_bytes {
-                    st.gop.clear();
-                    st.gop_bytes = 0;
+                    self.clear_gop(&mut st);
                     self.gop_overflows.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         stream_id = %self.stream_id,
@@ -184,33 +207,53 @@ impl Relay {
                 } else {
                     st.gop.push(tag.clone());
                     st.gop_bytes += len;
+                    self.gauges.cached.add(len);
                 }
             }
         }
-        if let Some(sender) = &st.sender {
-            // An error only means that nobody is subscribed.
-            let _ = sender.send(tag);
+        st.subscribers.retain(|q| !q.gone.load(Ordering::Relaxed));
+        for queue in &st.subscribers {
+            queue.push(tag.clone(), self.config.queue_len, self.queue_max_bytes);
         }
+    }
+
+    fn clear_gop(&self, st: &mut State) {
+        st.gop.clear();
+        self.gauges.cached.sub(st.gop_bytes);
+        st.gop_bytes = 0;
     }
 
     /// The publisher is gone: subscribers drain what they have and end.
     pub fn close(&self) {
         let mut st = self.state();
-        st.sender = None;
-        st.gop.clear();
-        st.gop_bytes = 0;
+        st.closed = true;
+        self.clear_gop(&mut st);
+        for queue in st.subscribers.drain(..) {
+            queue.lock().closed = true;
+            queue.notify.notify_one();
+        }
     }
 
     pub fn is_closed(&self) -> bool {
-        self.state().sender.is_none()
+        self.state().closed
     }
 
     /// Number of open subscriber streams.
     pub fn subscriber_count(&self) -> usize {
         self.state()
-            .sender
-            .as_ref()
-            .map_or(0, |s| s.receiver_count())
+            .subscribers
+            .iter()
+            .filter(|q| !q.gone.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Bytes queued for this stream's subscribers now (each subscriber's queue counted).
+    pub fn queued_bytes(&self) -> usize {
+        self.state()
+            .subscribers
+            .iter()
+            .map(|q| q.lock().bytes)
+            .sum()
     }
 
     /// How many times a subscriber fell behind and skipped to a keyframe.
@@ -225,11 +268,20 @@ impl Relay {
 
     /// A new subscriber: a valid FLV byte stream from its first byte. `None` once closed.
     pub fn subscribe(self: &Arc<Self>) -> Option<MediaStream> {
-        let st = self.state();
-        let receiver = st.sender.as_ref()?.subscribe();
+        let mut st = self.state();
+        if st.closed {
+            return None;
+        }
+        let queue = Arc::new(Queue {
+            inner: Mutex::default(),
+            notify: Notify::new(),
+            gone: AtomicBool::new(false),
+            gauges: self.gauges.clone(),
+        });
+        st.subscribers.push(Arc::clone(&queue));
         let mut sub = Subscriber {
             relay: Arc::clone(self),
-            receiver,
+            queue,
             pending: VecDeque::new(),
             phase: Phase::AwaitingStart,
             sent_video_config: None,
@@ -248,6 +300,66 @@ impl Relay {
     }
 }
 
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let gop_bytes = self.state().gop_bytes;
+        self.gauges.cached.sub(gop_bytes);
+    }
+}
+
+/// One subscriber's queue, filled by the publisher, emptied by the subscriber.
+struct Queue {
+    inner: Mutex<QueueState>,
+    notify: Notify,
+    /// The subscriber was dropped.
+    gone: AtomicBool,
+    gauges: RelayGauges,
+}
+
+#[derive(Default)]
+struct QueueState {
+    tags: VecDeque<Tag>,
+    bytes: usize,
+    /// Tags dropped since the subscriber last looked: it lost its place.
+    dropped: u64,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `tag`, dropping the oldest tags to stay within the bounds.
+    fn push(&self, tag: Tag, max_len: usize, max_bytes: usize) {
+        let len = tag.encoded.len();
+        let mut q = self.lock();
+        let mut freed = 0;
+        while !q.tags.is_empty() && (q.tags.len() >= max_len.max(1) || q.bytes + len > max_bytes) {
+            if let Some(old) = q.tags.pop_front() {
+                q.bytes -= old.encoded.len();
+                freed += old.encoded.len();
+                q.dropped += 1;
+            }
+        }
+        q.bytes += len;
+        q.tags.push_back(tag);
+        drop(q);
+        self.gauges.queued.sub(freed);
+        self.gauges.queued.add(len);
+        // `notify_one` stores a permit when nobody waits, so a push between the reader's
+        // check and its wait is not missed.
+        self.notify.notify_one();
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let bytes = self.lock().bytes;
+        self.gauges.queued.sub(bytes);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Nothing sent yet: waiting for the first start point.
@@ -258,13 +370,27 @@ enum Phase {
     Resyncing,
 }
 
+/// What the subscriber finds in its queue.
+enum Next {
+    Tag(Tag),
+    Lagged(u64),
+    Closed,
+    Empty,
+}
+
 struct Subscriber {
     relay: Arc<Relay>,
-    receiver: broadcast::Receiver<Tag>,
+    queue: Arc<Queue>,
     pending: VecDeque<Bytes>,
     phase: Phase,
     sent_video_config: Option<Bytes>,
     sent_audio_config: Option<Bytes>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.queue.gone.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Subscriber {
@@ -305,14 +431,31 @@ impl Subscriber {
         }
     }
 
+    fn take(&self) -> Next {
+        let mut q = self.queue.lock();
+        if q.dropped > 0 {
+            return Next::Lagged(std::mem::take(&mut q.dropped));
+        }
+        match q.tags.pop_front() {
+            Some(tag) => {
+                q.bytes -= tag.encoded.len();
+                drop(q);
+                self.queue.gauges.queued.sub(tag.encoded.len());
+                Next::Tag(tag)
+            }
+            None if q.closed => Next::Closed,
+            None => Next::Empty,
+        }
+    }
+
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(bytes) = self.pending.pop_front() {
                 return Some(bytes);
             }
-            match self.receiver.recv().await {
-                Ok(tag) => self.on_tag(tag),
-                Err(RecvError::Lagged(skipped)) => {
+            match self.take() {
+                Next::Tag(tag) => self.on_tag(tag),
+                Next::Lagged(skipped) => {
                     self.relay.lag_skips.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         stream_id = %self.relay.stream_id,
@@ -323,7 +466,8 @@ impl Subscriber {
                         self.phase = Phase::Resyncing;
                     }
                 }
-                Err(RecvError::Closed) => return None,
+                Next::Closed => return None,
+                Next::Empty => self.queue.notify.notified().await,
             }
         }
     }
@@ -491,6 +635,77 @@ mod tests {
             .expect("first keyframe");
         // Right after the cached GOP start comes the next keyframe: nothing of the broken GOP.
         assert_eq!(&tags[at + 1..], &[(9, key(20)), (9, inter(21))]);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_subscriber_holds_at_most_its_byte_bound_and_the_gauges_follow() {
+        let gauges = RelayGauges::default();
+        let relay = Relay::bounded(
+            StreamId::generate(),
+            RelayConfig {
+                gop_cache_max_bytes: 1 << 20,
+                queue_len: 1024,
+            },
+            10_000,
+            gauges.clone(),
+        );
+        setup(&relay);
+        relay.push_video(0, &key(1));
+        let sub = relay.subscribe().expect("open");
+        let big = |first: u8, n: u8| {
+            let mut data = vec![first, 1, 0, 0, 0, n];
+            data.resize(3000, n);
+            data
+        };
+        // 38 tags of 3 kB, never read: only the newest fit.
+        for n in 2..40 {
+            relay.push_video(u32::from(n) * 33, &big(0x27, n));
+        }
+        let queued = relay.queued_bytes();
+        assert!((6000..=10_000).contains(&queued), "{queued}");
+        assert_eq!(gauges.queued.get(), queued);
+        assert!(gauges.cached.get() > 38 * 3000, "the GOP cache is counted");
+        relay.push_video(2000, &big(0x17, 50));
+        relay.push_video(2033, &big(0x27, 51));
+        relay.close();
+        assert_eq!(gauges.cached.get(), 0, "the cache is freed at the end");
+
+        let tags = payloads(&collect(sub).await);
+        assert_eq!(relay.lag_skips(), 1);
+        let at = tags
+            .iter()
+            .position(|t| *t == (9, key(1)))
+            .expect("first keyframe");
+        assert_eq!(&tags[at + 1..], &[(9, big(0x17, 50)), (9, big(0x27, 51))]);
+        assert_eq!(
+            gauges.queued.get(),
+            0,
+            "nothing held once the subscriber is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_subscriber_stops_holding_bytes() {
+        let gauges = RelayGauges::default();
+        let relay = Relay::bounded(
+            StreamId::generate(),
+            RelayConfig {
+                gop_cache_max_bytes: 1 << 20,
+                queue_len: 1024,
+            },
+            1 << 20,
+            gauges.clone(),
+        );
+        setup(&relay);
+        relay.push_video(0, &key(1));
+        let sub = relay.subscribe().expect("open");
+        relay.push_video(33, &inter(2));
+        assert!(gauges.queued.get() > 0);
+        drop(sub);
+        assert_eq!(relay.subscriber_count(), 0);
+        relay.push_video(66, &inter(3));
+        assert_eq!(gauges.queued.get(), 0);
+        assert_eq!(relay.queued_bytes(), 0);
     }
 
     #[tokio::test]

@@ -580,7 +580,8 @@ async fn decide_ws(
             return;
         }
     };
-    let relay = ContainerRelay::new(grant.stream_id.clone(), relay_config);
+    let relay =
+        ContainerRelay::with_gauges(grant.stream_id.clone(), relay_config, inner.gauges.clone());
     let bytes = Arc::new(AtomicU64::new(0));
     let live = Live {
         stream_id: grant.stream_id.clone(),

@@ -692,12 +692,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         grant: PublishGrant,
     ) -> Result<Flow, ConnectionError> {
         let inner = Arc::clone(&self.inner);
-        let relay = Relay::new(
+        let relay = Relay::bounded(
             grant.stream_id.clone(),
             RelayConfig {
                 gop_cache_max_bytes: inner.config.gop_cache_max_bytes,
                 queue_len: inner.config.relay_queue_len,
             },
+            inner.config.relay_queue_max_bytes,
+            inner.gauges.clone(),
         );
         let relay = StreamRelay::Flv(relay);
         let live = Live {
