@@ -54,6 +54,9 @@ pub struct Config {
     /// WebSocket publishing (on HTTP_PORT): per-IP limit, origins, frame size.
     #[command(flatten)]
     pub ws: ingest::ws::WsArgs,
+    /// The ingest's bounds: media queues, connection limits, HTTP header read timeout.
+    #[command(flatten)]
+    pub limits: ingest::LimitArgs,
 
     /// Seconds without data after which a publisher is considered gone.
     #[arg(long, env = "PUBLISH_IDLE_TIMEOUT_SECONDS", default_value_t = 10)]

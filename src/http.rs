@@ -96,6 +96,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         "# HELP vstream_publishers Publishers connected to this ingest.\n# TYPE vstream_publishers gauge\nvstream_publishers {}\n",
         state.ingest.publishers().len()
     ));
+    text.push_str(&state.ingest.render_metrics());
     text.push_str(&format!(
         "# HELP vstream_encoder_jobs Streams this encoder is running.\n# TYPE vstream_encoder_jobs gauge\nvstream_encoder_jobs {}\n",
         state.encoder.active_jobs().len()

@@ -179,16 +179,15 @@ pub async fn run(
         http_base: http_base.clone(),
     });
 
-    let ingest = ingest::Ingest::new(
-        ingest::IngestConfig {
-            node_id: INGEST_ID.to_owned(),
-            id_max_length,
-            idle_timeout: Duration::from_secs(config.publish_idle_timeout_seconds.max(1)),
-            ..ingest::IngestConfig::default()
-        },
-        control.clone(),
-    );
-    let ws = ingest::ws::WsServer::new(ingest.clone(), config.ws.to_config());
+    let mut ingest_config = ingest::IngestConfig {
+        node_id: INGEST_ID.to_owned(),
+        id_max_length,
+        idle_timeout: Duration::from_secs(config.publish_idle_timeout_seconds.max(1)),
+        ..ingest::IngestConfig::default()
+    };
+    config.limits.apply(&config.ws, &mut ingest_config);
+    let ingest = ingest::Ingest::new(ingest_config, control.clone());
+    let ws = ingest::ws::WsServer::new(ingest.clone(), config.limits.ws_config(&config.ws));
     let mut encoder_config = config.encoder.to_config(ENCODER_ID);
     if let (None, Some(dir)) = (&config.encoder.encoder_work_dir, &data_dir) {
         // Keep ffmpeg's scratch files on the same disk as the output.
@@ -263,19 +262,18 @@ pub async fn run(
             listener,
             tls,
             app.clone(),
+            ingest.http_gate(),
             http_stop.clone(),
         ))
     });
-    let http_task = tokio::spawn({
-        let stop = http_stop.clone();
-        async move {
-            // The WebSocket publish route needs the peer address (per-IP limit, x-user-ip).
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listeners.http, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        }
-    });
+    // Served with the peer address (per-IP limits, x-user-ip), a header read timeout and
+    // connection limits (see ingest::https).
+    let http_task = tokio::spawn(ingest::https::serve_http(
+        listeners.http,
+        app,
+        ingest.http_gate(),
+        http_stop.clone(),
+    ));
 
     tracing::info!("web page: {http_base}/ (publish from the browser's camera or a test pattern, watch live and recorded streams)");
     tracing::info!("RTMP ingest listening on {rtmp_addr}");

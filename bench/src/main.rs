@@ -31,6 +31,14 @@ enum Command {
     Latency(latency::Args),
     /// Publish-decision latency and throughput of the coordinator against real Redis.
     Coordinator(coordinator::Args),
+    /// Every benchmark above with its defaults, one after the other.
+    All,
+}
+
+/// A sub-benchmark's arguments with their defaults.
+fn defaults<T: clap::Args + clap::FromArgMatches>() -> anyhow::Result<T> {
+    let matches = T::augment_args(clap::Command::new("bench")).try_get_matches_from(["bench"])?;
+    Ok(T::from_arg_matches(&matches)?)
 }
 
 #[tokio::main]
@@ -49,7 +57,39 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(&bins, args).await?,
         Command::Latency(args) => latency::run(&bins, args).await?,
         Command::Coordinator(args) => coordinator::run(&bins, args).await?,
+        Command::All => return all(&bins).await,
     };
     common::print_report(&report);
+    Ok(())
+}
+
+/// Runs every benchmark; one that fails is reported and the others still run.
+async fn all(bins: &common::Bins) -> anyhow::Result<()> {
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "Machine: {}; load before the run: {}\n",
+            common::machine(),
+            std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        );
+    }
+    let mut failed = Vec::new();
+    for name in ["encoder", "ingest", "latency", "coordinator"] {
+        eprintln!("== bench {name}");
+        let report = match name {
+            "encoder" => encoder::run(bins, defaults()?).await,
+            "ingest" => ingest::run(bins, defaults()?).await,
+            "latency" => latency::run(bins, defaults()?).await,
+            _ => coordinator::run(bins, defaults()?).await,
+        };
+        match report {
+            Ok(report) => common::print_report(&report),
+            Err(err) => {
+                eprintln!("bench {name} failed: {err:#}");
+                failed.push(name);
+            }
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
     Ok(())
 }

@@ -14,10 +14,11 @@
 //!   end reported once).
 //! - [`media_http`]: the internal media endpoint encoders pull a stream from in the
 //!   distributed mode, and [`media_http::HttpMedia`], the encoder's side of it.
-//! - [`https`]: the HTTP router (page, WebSocket publishing) served over TLS with the same
-//!   reloadable certificate as RTMPS.
+//! - [`https`]: serving the HTTP router (page, WebSocket publishing, media endpoint) over
+//!   plain HTTP and over TLS with the same reloadable certificate as RTMPS, with a header
+//!   read timeout and connection limits ([`https::HttpGate`]).
+//! - [`metrics`]: the gauges and counters of the ingest's bounds ([`Ingest::metrics`]).
 //! - [`flv`]: pure FLV encoding (file header, tags, `onMetaData`) and codec-header checks.
-//! - [`metrics`]: gauges of the bytes the relays hold.
 //! - [`relay`]: per-stream fan-out to subscribers with a bounded GOP cache, bounded queues and
 //!   keyframe resynchronisation of lagging subscribers.
 //! - [`container`]: pure scanning of browser recordings (WebM, fragmented MP4): the header, and
@@ -36,6 +37,7 @@ pub mod container;
 pub mod container_relay;
 pub mod flv;
 pub mod https;
+mod limits;
 pub mod media_http;
 pub mod metrics;
 mod publish;
@@ -45,7 +47,7 @@ mod rtmp;
 pub mod tls;
 pub mod ws;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -58,11 +60,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use config::IngestConfig;
+pub use config::{IngestConfig, LimitArgs};
 pub use registry::PublisherInfo;
 pub use tls::TlsCert;
 
-use metrics::RelayGauges;
+use https::HttpGate;
+use limits::PerIp;
+use metrics::{IngestMetrics, RelayGauges, RtmpRefusals, Throttle};
 use registry::Registry;
 
 /// An ingest node. Cheap to clone; all clones share the same state.
@@ -76,14 +80,21 @@ pub(crate) struct Inner {
     pub(crate) control: Arc<dyn ControlPlane>,
     pub(crate) registry: Registry,
     pub(crate) next_conn_id: AtomicU64,
+    /// Publish connections (RTMP, RTMPS, WebSocket): at most `config.max_connections`.
     pub(crate) connections: Arc<Semaphore>,
+    /// RTMP(S) connections per address: at most `config.max_ip_connections`.
+    pub(crate) rtmp_per_ip: Arc<PerIp>,
+    pub(crate) rtmp_refusals: RtmpRefusals,
+    pub(crate) rtmp_refusal_log: Throttle,
     /// Bytes held by the relays of this node.
     pub(crate) gauges: RelayGauges,
+    pub(crate) http: HttpGate,
 }
 
 impl Ingest {
     pub fn new(config: IngestConfig, control: Arc<dyn ControlPlane>) -> Self {
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let http = HttpGate::new(&config);
         Ingest {
             inner: Arc::new(Inner {
                 config,
@@ -91,7 +102,11 @@ impl Ingest {
                 registry: Registry::new(),
                 next_conn_id: AtomicU64::new(1),
                 connections,
+                rtmp_per_ip: Arc::default(),
+                rtmp_refusals: RtmpRefusals::default(),
+                rtmp_refusal_log: Throttle::new(std::time::Duration::from_secs(1)),
                 gauges: RelayGauges::default(),
+                http,
             }),
         }
     }
@@ -100,9 +115,43 @@ impl Ingest {
         &self.inner.config
     }
 
-    /// Bytes queued now for the media subscribers of all streams of this node.
-    pub fn relay_queued_bytes(&self) -> usize {
-        self.inner.gauges.queued.get()
+    /// The limits and counters of this node's HTTP listeners, for
+    /// [`https::serve_http`] / [`https::serve_https`].
+    pub fn http_gate(&self) -> HttpGate {
+        self.inner.http.clone()
+    }
+
+    /// Publish connections open now (RTMP and RTMPS from their accept, WebSocket from the
+    /// upgrade request).
+    pub fn publish_connections(&self) -> usize {
+        self.inner.config.max_connections.max(1) - self.inner.connections.available_permits()
+    }
+
+    /// A snapshot of this node's gauges and counters.
+    pub fn metrics(&self) -> IngestMetrics {
+        let inner = &self.inner;
+        let (http_refused_total, http_refused_ip) = inner.http.refused();
+        IngestMetrics {
+            relay_queued_bytes: inner.gauges.queued.get(),
+            relay_cached_bytes: inner.gauges.cached.get(),
+            relay_lag_skips: self
+                .publishers()
+                .iter()
+                .map(|p| p.subscriber_lag_skips)
+                .sum(),
+            publish_connections: self.publish_connections(),
+            http_connections: inner.http.connections(),
+            rtmp_refused_total_limit: inner.rtmp_refusals.total.load(Ordering::Relaxed),
+            rtmp_refused_ip_limit: inner.rtmp_refusals.per_ip.load(Ordering::Relaxed),
+            http_refused_total_limit: http_refused_total,
+            http_refused_ip_limit: http_refused_ip,
+            http_header_timeouts: inner.http.header_timeouts(),
+        }
+    }
+
+    /// [`Ingest::metrics`] in the Prometheus text format, for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        self.metrics().render()
     }
 
     /// Accepts RTMP publishers on `listener` until `shutdown` is cancelled; then ends every

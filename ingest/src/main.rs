@@ -72,6 +72,8 @@ struct Args {
     log: coordinator_fn::telemetry::LogArgs,
     #[command(flatten)]
     ws: ingest::ws::WsArgs,
+    #[command(flatten)]
+    limits: ingest::LimitArgs,
 }
 
 /// This host's address as other hosts see it: the bind address when it is specific, else the
@@ -101,15 +103,14 @@ async fn main() -> anyhow::Result<()> {
         &node_id,
         keys.clone(),
     );
-    let ingest = Ingest::new(
-        IngestConfig {
-            node_id: node_id.clone(),
-            id_max_length: args.id_max_length,
-            idle_timeout: Duration::from_secs(args.publish_idle_timeout_seconds.max(1)),
-            ..IngestConfig::default()
-        },
-        Arc::new(control.clone()),
-    );
+    let mut ingest_config = IngestConfig {
+        node_id: node_id.clone(),
+        id_max_length: args.id_max_length,
+        idle_timeout: Duration::from_secs(args.publish_idle_timeout_seconds.max(1)),
+        ..IngestConfig::default()
+    };
+    args.limits.apply(&args.ws, &mut ingest_config);
+    let ingest = Ingest::new(ingest_config, Arc::new(control.clone()));
 
     let rtmp_addr = SocketAddr::new(args.bind_address, args.rtmp_port);
     let http_addr = SocketAddr::new(args.bind_address, args.http_port);
@@ -203,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
         let stop = rtmp_stop.clone();
         async move { ingest.serve_rtmp(rtmp, stop).await }
     });
-    let ws = ingest::ws::WsServer::new(ingest.clone(), args.ws.to_config());
+    let ws = ingest::ws::WsServer::new(ingest.clone(), args.limits.ws_config(&args.ws));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -212,8 +213,9 @@ async fn main() -> anyhow::Result<()> {
                 let ingest = ingest.clone();
                 move || async move {
                     format!(
-                        "# HELP vstream_publishers Publishers connected to this ingest.\n# TYPE vstream_publishers gauge\nvstream_publishers {}\n",
-                        ingest.publishers().len()
+                        "# HELP vstream_publishers Publishers connected to this ingest.\n# TYPE vstream_publishers gauge\nvstream_publishers {}\n{}",
+                        ingest.publishers().len(),
+                        ingest.render_metrics()
                     )
                 }
             }),
@@ -228,20 +230,22 @@ async fn main() -> anyhow::Result<()> {
             let stop = rtmp_stop.clone();
             async move { ingest.serve_rtmps(rtmps, tls, stop).await }
         });
-        let https_task = tokio::spawn(ingest::https::serve_https(https, tls, app.clone(), stop.clone()));
+        let https_task = tokio::spawn(ingest::https::serve_https(
+            https,
+            tls,
+            app.clone(),
+            ingest.http_gate(),
+            stop.clone(),
+        ));
         (rtmps_task, https_task)
     });
-    let http_task = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            axum::serve(
-                http,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-        }
-    });
+    // Served with a header read timeout and connection limits (see ingest::https).
+    let http_task = tokio::spawn(ingest::https::serve_http(
+        http,
+        app,
+        ingest.http_gate(),
+        stop.clone(),
+    ));
     tracing::info!(node = %node_id, %rtmp_addr, %http_addr, internal_url = %internal_url, "ingest running");
 
     shutdown.cancelled().await;

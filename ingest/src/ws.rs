@@ -23,8 +23,8 @@
 //! (address, channel, key): a plain `GET` of the same URL from the same address answers that
 //! status and message (the page uses it to show `Refused (403): Invalid key`).
 //!
-//! The router needs the peer address: serve it with
-//! `into_make_service_with_connect_info::<SocketAddr>()` (as [`WsServer::serve`] does).
+//! The router needs the peer address: serve it with [`crate::https::serve_http`] (as
+//! [`WsServer::serve`] does) or with `into_make_service_with_connect_info::<SocketAddr>()`.
 //! Behind a reverse proxy every publisher has the proxy's address; the per-IP limit then
 //! counts the proxy (whitelist it).
 
@@ -110,8 +110,9 @@ impl Default for WsConfig {
 /// `#[command(flatten)]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WsArgs {
-    /// Most WebSocket publish connections open at once from one IP address (0 = no limit).
-    #[arg(long, env = "MAX_IP_CONCURRENT_CONNECTIONS", default_value_t = 4)]
+    /// Most publish connections open at once from one IP address, WebSocket and RTMP(S)
+    /// each (0 = no limit).
+    #[arg(long, env = "MAX_IP_CONCURRENT_CONNECTIONS", default_value_t = crate::config::DEFAULT_MAX_IP_CONNECTIONS)]
     pub max_ip_concurrent_connections: usize,
     /// IP addresses and CIDR ranges exempt from MAX_IP_CONCURRENT_CONNECTIONS, comma-separated
     /// (e.g. `10.0.0.0/8,203.0.113.7`); `*` = everyone.
@@ -268,21 +269,17 @@ impl WsServer {
             .with_state(self.clone())
     }
 
-    /// Serves [`WsServer::router`] alone on `listener` until `shutdown`, then ends every
-    /// connection (see [`WsServer::shutdown`]).
+    /// Serves [`WsServer::router`] alone on `listener` until `shutdown` (within the
+    /// ingest's HTTP limits: header read timeout, connection limits; see [`crate::https`]),
+    /// then ends every connection (see [`WsServer::shutdown`]).
     pub async fn serve(
         &self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         info!(addr = ?listener.local_addr().ok(), "WebSocket ingest listening");
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let stop = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let gate = self.inner.ingest.http_gate();
+        let served = crate::https::serve_http(listener, self.router(), gate, shutdown).await;
         self.shutdown().await;
         served
     }

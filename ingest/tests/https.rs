@@ -76,6 +76,7 @@ async fn https_requests_and_websocket_upgrades_work_over_tls() {
         listener,
         tls,
         app(),
+        ingest::https::HttpGate::default(),
         shutdown.clone(),
     ));
 

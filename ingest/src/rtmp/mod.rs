@@ -32,12 +32,14 @@ use rml_rtmp::sessions::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::limits::IpSlot;
 use crate::publish::{decide, report_end, Decision, EndReason, PublishGuard};
 use crate::registry::{Live, StreamRelay};
 use crate::relay::{Relay, RelayConfig};
@@ -100,8 +102,8 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((socket, peer)) => {
-                let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
-                    warn!(%peer, limit = inner.config.max_connections, "too many {protocol} connections; closing the new one");
+                let Some((permit, ip_slot)) = admit(&inner, peer, protocol) else {
+                    // Dropped: closed at once.
                     continue;
                 };
                 let conn_id = inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
@@ -138,6 +140,7 @@ pub(crate) async fn serve(
                             }
                         }
                     }
+                    drop(ip_slot);
                     drop(permit);
                 });
             }
@@ -156,6 +159,34 @@ pub(crate) async fn serve(
     tracker.wait().await;
     info!("{protocol} ingest stopped");
     Ok(())
+}
+
+/// A new connection from `peer`: its share of the per-IP and total limits, or `None` (the
+/// connection is to be closed at once; counted, and logged at most once a second).
+fn admit(
+    inner: &Arc<Inner>,
+    peer: SocketAddr,
+    protocol: &str,
+) -> Option<(OwnedSemaphorePermit, IpSlot)> {
+    let limit = inner.config.max_ip_connections;
+    let Some(ip_slot) = inner
+        .rtmp_per_ip
+        .take(peer.ip(), limit, &inner.config.ip_whitelist)
+    else {
+        inner.rtmp_refusals.per_ip.fetch_add(1, Ordering::Relaxed);
+        if let Some(refused) = inner.rtmp_refusal_log.hit() {
+            warn!(%peer, limit, refused, "too many {protocol} connections from one address; closing new ones");
+        }
+        return None;
+    };
+    let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
+        inner.rtmp_refusals.total.fetch_add(1, Ordering::Relaxed);
+        if let Some(refused) = inner.rtmp_refusal_log.hit() {
+            warn!(%peer, limit = inner.config.max_connections, refused, "too many {protocol} connections; closing new ones");
+        }
+        return None;
+    };
+    Some((permit, ip_slot))
 }
 
 enum Publish {
