@@ -36,6 +36,8 @@ pub mod config;
 pub mod container;
 pub mod container_relay;
 pub mod flv;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod https;
 mod limits;
 pub mod media_http;

@@ -207,7 +207,7 @@ struct Deciding {
     skip_all,
     fields(peer = %peer, conn_id = conn_id, channel = tracing::field::Empty, stream_id = tracing::field::Empty)
 )]
-async fn handle_connection<S: AsyncRead + AsyncWrite + Unpin + Send>(
+pub(crate) async fn handle_connection<S: AsyncRead + AsyncWrite + Unpin + Send>(
     inner: Arc<Inner>,
     socket: S,
     peer: SocketAddr,
