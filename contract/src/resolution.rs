@@ -180,7 +180,8 @@ impl Rendition {
 }
 
 fn even(value: f64) -> u32 {
-    ((value / 2.0).round() as u32 * 2).max(2)
+    // At most u32::MAX - 1: a probed size is untrusted and may be u32::MAX.
+    ((value / 2.0).round().min(f64::from(u32::MAX / 2)) as u32 * 2).max(2)
 }
 
 /// A usable frame rate for a source: probes of variable-frame-rate or broken sources can
@@ -253,9 +254,10 @@ pub fn fit_renditions(requests: &[ResolutionRequest], source: SourceVideo) -> Ve
             out.push(rendition);
         }
     }
+    let area = |r: &Rendition| u64::from(r.width) * u64::from(r.height);
     out.sort_by(|a, b| {
-        (b.width * b.height)
-            .cmp(&(a.width * a.height))
+        area(b)
+            .cmp(&area(a))
             .then(b.fps.total_cmp(&a.fps))
             .then(b.kbps.cmp(&a.kbps))
     });
@@ -450,6 +452,35 @@ mod tests {
             fit_renditions(&[ResolutionRequest::Original], nan)[0].fps,
             30.0
         );
+    }
+
+    #[test]
+    fn absurd_source_sizes_do_not_overflow() {
+        // Found by fuzzing: ffprobe reports whatever size the publisher's stream claims.
+        let huge = SourceVideo {
+            width: u32::MAX,
+            height: u32::MAX,
+            fps: 30.0,
+        };
+        let out = fit_renditions(
+            &[sized(640, 360, None, None), ResolutionRequest::Original],
+            huge,
+        );
+        assert_eq!(out.len(), 2);
+        assert!(out[0].original);
+        assert_eq!((out[0].width, out[0].height), (u32::MAX - 1, u32::MAX - 1));
+        assert_eq!(out[1].name(), "360x360-30");
+        let wide = SourceVideo {
+            width: 70_000,
+            height: 70_000,
+            fps: 30.0,
+        };
+        let out = fit_renditions(
+            &[sized(640, 360, None, None), ResolutionRequest::Original],
+            wide,
+        );
+        assert_eq!((out[0].width, out[0].height), (70_000, 70_000));
+        assert_eq!(out[1].name(), "360x360-30");
     }
 
     #[test]
