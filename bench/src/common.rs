@@ -161,3 +161,236 @@ pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cores} cores, {cpu}")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Child processes, Redis and the coordinator (used by the ingest and coordinator benchmarks).
+
+/// CPU seconds (user + system) of one process alone (not its children).
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    stat_fields(pid)
+        .and_then(|s| {
+            let sum: f64 = s
+                .get(11..13)?
+                .iter()
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum();
+            Some(sum / TICKS)
+        })
+        .unwrap_or(0.0)
+}
+
+/// A child process started in its own process group, whose output goes to a log file. Dropping
+/// it kills the whole group (SIGKILL) and reaps the child, so nothing outlives the benchmark
+/// even on an error path.
+pub struct ChildGuard {
+    pub name: String,
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl ChildGuard {
+    /// Starts `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(
+        name: &str,
+        cmd: &mut std::process::Command,
+        log: &Path,
+    ) -> anyhow::Result<ChildGuard> {
+        use std::os::unix::process::CommandExt as _;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        let err = out.try_clone()?;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
+        Ok(ChildGuard {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Err` with the end of its log when the process has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => anyhow::bail!(
+                "{} exited ({status}); end of its log:\n{}",
+                self.name,
+                log_tail(&self.log, 30)
+            ),
+            Err(err) => anyhow::bail!("{}: cannot check the process: {err}", self.name),
+        }
+    }
+
+    /// Waits until `addr` accepts TCP connections (or the process dies, or `limit` passes).
+    pub async fn wait_for_tcp(
+        &mut self,
+        addr: std::net::SocketAddr,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            self.check_alive()?;
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "{} does not listen on {addr} after {limit:?}; end of its log:\n{}",
+                    self.name,
+                    log_tail(&self.log, 30)
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let pgid = self.child.id();
+        if let Ok(None) = self.child.try_wait() {
+            // The whole group: nginx's workers, ffmpeg children and the like.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `lines` lines of a log file.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A command line as shown in a report: environment, program and arguments.
+pub fn command_line(env: &[(&str, String)], program: &str, args: &[String]) -> String {
+    let mut parts: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.push(program.to_owned());
+    parts.extend(args.iter().cloned());
+    parts.join(" ")
+}
+
+/// A redis-server of our own on a free port, keeping nothing on disk.
+pub struct RedisServer {
+    pub guard: ChildGuard,
+    pub port: u16,
+    pub command: String,
+}
+
+impl RedisServer {
+    pub async fn start(dir: &Path) -> anyhow::Result<RedisServer> {
+        let port = free_port()?;
+        let args: Vec<String> = [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            &dir.display().to_string(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args(&args);
+        let mut guard = ChildGuard::spawn("redis-server", &mut cmd, &dir.join("redis.log"))
+            .context("redis-server is needed (apt-get install -y redis-server)")?;
+        guard
+            .wait_for_tcp(
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                std::time::Duration::from_secs(10),
+            )
+            .await?;
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.is_empty() {
+                    "''".to_owned()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        Ok(RedisServer {
+            guard,
+            port,
+            command: command_line(&[], "redis-server", &shown),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A `coordinator-fn` process (server mode) on a free port.
+pub struct CoordinatorServer {
+    pub guard: ChildGuard,
+    pub base_url: String,
+    pub command: String,
+}
+
+/// Shared secret of the internal calls in the benchmarks.
+pub const BENCH_CONTROL_SECRET: &str = "vstream-bench-control-secret";
+
+impl CoordinatorServer {
+    /// Starts `coordinator-fn` on Redis `redis_url`, with `extra` environment settings.
+    pub async fn start(
+        bins: &Bins,
+        dir: &Path,
+        redis_url: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<CoordinatorServer> {
+        let program = bins.path("coordinator-fn")?;
+        let port = free_port()?;
+        let mut env: Vec<(&str, String)> = vec![
+            ("REDIS_URL", redis_url.to_owned()),
+            ("CONTROL_SECRET", BENCH_CONTROL_SECRET.to_owned()),
+            ("BIND_ADDRESS", "127.0.0.1".to_owned()),
+            ("HTTP_PORT", port.to_string()),
+        ];
+        env.extend(extra.iter().cloned());
+        let mut cmd = std::process::Command::new(&program);
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut guard =
+            ChildGuard::spawn("coordinator-fn", &mut cmd, &dir.join("coordinator.log"))?;
+        guard
+            .wait_for_tcp(
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                std::time::Duration::from_secs(20),
+            )
+            .await?;
+        Ok(CoordinatorServer {
+            guard,
+            base_url: format!("http://127.0.0.1:{port}"),
+            command: command_line(&env, "coordinator-fn", &[]),
+        })
+    }
+}
