@@ -111,6 +111,12 @@ const LEVEL1: [u32; 8] = [
     0x1254_C367, // Tags
 ];
 
+/// Blobs smaller than this are appended to the last held piece when it is small too, so that
+/// the held bytes stay a few pieces however the publisher cuts them (a piece per 1-byte
+/// WebSocket message made every push walk a list of millions: quadratic time, and 50 bytes
+/// of bookkeeping per byte held).
+const COALESCE_BELOW: usize = 16 * 1024;
+
 /// The longest element head: a 4-byte ID and an 8-byte size.
 const MAX_HEAD: usize = 12;
 /// Bytes of a SimpleBlock payload needed to read its flags: an 8-byte track number at most,
@@ -229,8 +235,7 @@ impl Scanner {
             });
             return Ok(out);
         }
-        self.held_len += data.len();
-        self.held.push_back(data);
+        self.hold(data);
         if let Phase::Detect = self.phase {
             let mut sniff = [0u8; 8];
             let n = self.copy_held(0, &mut sniff);
@@ -263,6 +268,23 @@ impl Scanner {
         self.held.clear();
         self.held_len = 0;
         out
+    }
+
+    /// Appends `data` to the held bytes, to the last piece when both are small: without
+    /// copying it when that piece is ours alone, else with one copy of it.
+    fn hold(&mut self, data: Bytes) {
+        self.held_len += data.len();
+        if data.len() < COALESCE_BELOW {
+            if let Some(last) = self.held.back_mut().filter(|l| l.len() < COALESCE_BELOW) {
+                let mut merged = std::mem::take(last)
+                    .try_into_mut()
+                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                merged.extend_from_slice(&data);
+                *last = merged.freeze();
+                return;
+            }
+        }
+        self.held.push_back(data);
     }
 
     /// Copies held bytes from `offset` (relative to `held_start`) into `dest`.
@@ -973,6 +995,34 @@ mod tests {
             }
         }
         (header, marks, all)
+    }
+
+    #[test]
+    fn tiny_blobs_are_held_as_a_few_pieces() {
+        // Found by fuzzing: a cluster held back while its first video block is awaited, sent
+        // one byte per WebSocket message, took time quadratic in its length (every push
+        // walked one piece per byte held).
+        let mut input = webm_header(true);
+        let audio: Vec<Vec<u8>> = (0..20_000).map(|_| block(2, true, 3)).collect();
+        input.extend(cluster(&audio));
+        let mut scanner = Scanner::new(1 << 20, 1 << 20);
+        let mut out = Vec::new();
+        for byte in &input {
+            out.extend(
+                scanner
+                    .push(Bytes::copy_from_slice(&[*byte]))
+                    .expect("scan"),
+            );
+            assert!(
+                scanner.held.len() <= scanner.held_len / COALESCE_BELOW + 2,
+                "{} pieces for {} bytes",
+                scanner.held.len(),
+                scanner.held_len
+            );
+        }
+        assert!(scanner.held_len > 100_000, "the cluster is held back");
+        out.extend(scanner.finish());
+        assert_eq!(summary(&out).2, input, "the outputs are the input");
     }
 
     #[test]
