@@ -1,4 +1,4 @@
-//! Finding finished segments: ffmpeg's own playlist of each rendition is polled (every 50 ms,
+//! Finding finished segments: ffmpeg's own playlist of each rendition is polled (every 10 ms,
 //! parsed only when the file changed); a segment listed there is complete. ffmpeg writes its
 //! playlists through a temporary file and a rename (`temp_file`), so a read never sees half a
 //! playlist.
@@ -24,8 +24,11 @@ use tracing::{debug, warn};
 use crate::ffmpeg::{preview_dir, variant_dir, variant_playlist};
 use crate::spool::Spool;
 
-/// How often the playlists are checked.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the playlists are checked. The wait for the next look is part of every segment's
+/// way to the live playlist (half the interval on average): at 50 ms, `bench latency` measured
+/// segment closed → playlist in S3 at p50 43 ms, at 10 ms 16 ms, with no measurable CPU
+/// difference (one `stat` per rendition per look; the file is read only when it changed).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A complete segment, numbered in the stream's own sequence.
 #[derive(Debug, Clone, PartialEq)]
