@@ -59,6 +59,9 @@ pub struct Args {
     /// `--ingest-wrapper "valgrind --tool=callgrind --callgrind-out-file=/tmp/ingest.cg"`.
     #[arg(long)]
     ingest_wrapper: Option<String>,
+    /// The ingest binary to run (default: the one beside this binary), e.g. to compare builds.
+    #[arg(long)]
+    ingest_bin: Option<std::path::PathBuf>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -208,6 +211,7 @@ pub async fn run(bins: &Bins, args: Args) -> anyhow::Result<Report> {
                             backend,
                             &args.ingest_env,
                             args.ingest_wrapper.as_deref(),
+                            args.ingest_bin.as_deref(),
                         )
                         .await?;
                         if commands.len() < 4
@@ -581,6 +585,9 @@ fn report(
     }
     if let Some(w) = &args.ingest_wrapper {
         cmd.push_str(&format!(" --ingest-wrapper {w:?}"));
+    }
+    if let Some(b) = &args.ingest_bin {
+        cmd.push_str(&format!(" --ingest-bin {}", b.display()));
     }
     commands.insert(0, cmd);
     if args.file.is_none() {

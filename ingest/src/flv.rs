@@ -71,16 +71,55 @@ pub fn encode_tag(kind: TagKind, timestamp: u32, data: &[u8]) -> Result<Bytes, F
     if data.len() > MAX_TAG_DATA_LEN {
         return Err(FlvError::TagTooLarge { len: data.len() });
     }
-    let len = data.len() as u32;
     let mut b = BytesMut::with_capacity(TAG_HEADER_LEN + data.len() + PREVIOUS_TAG_SIZE_LEN);
+    put_tag(&mut b, kind, timestamp, data);
+    Ok(b.freeze())
+}
+
+/// Where a relay encodes its tags: consecutive tags share blocks of [`TagArena::BLOCK`]
+/// bytes instead of taking one allocation each (a video frame is tens of kilobytes, and an
+/// allocation and a free per tag was a visible part of the relay's CPU). A block is freed when
+/// the last tag in it is dropped, so what a block keeps alive is bounded by one block per
+/// tag still held (GOP cache, subscriber queues).
+#[derive(Debug, Default)]
+pub struct TagArena {
+    /// The free rest of the current block (always empty: written tags are split off).
+    block: BytesMut,
+}
+
+impl TagArena {
+    /// Size of a block (a larger tag gets a block of its own size).
+    pub const BLOCK: usize = 64 * 1024;
+
+    /// Like [`encode_tag`], written into the current block.
+    pub fn encode(
+        &mut self,
+        kind: TagKind,
+        timestamp: u32,
+        data: &[u8],
+    ) -> Result<Bytes, FlvError> {
+        if data.len() > MAX_TAG_DATA_LEN {
+            return Err(FlvError::TagTooLarge { len: data.len() });
+        }
+        let len = TAG_HEADER_LEN + data.len() + PREVIOUS_TAG_SIZE_LEN;
+        if self.block.capacity() < len {
+            self.block = BytesMut::with_capacity(len.max(Self::BLOCK));
+        }
+        put_tag(&mut self.block, kind, timestamp, data);
+        Ok(self.block.split().freeze())
+    }
+}
+
+/// Writes one complete tag (header, data, previous tag size); `data` fits the size field.
+fn put_tag(b: &mut BytesMut, kind: TagKind, timestamp: u32, data: &[u8]) {
+    let len = data.len() as u32;
     b.put_u8(kind.type_byte());
-    put_u24(&mut b, len);
-    put_u24(&mut b, timestamp & 0xFF_FFFF);
+    put_u24(b, len);
+    put_u24(b, timestamp & 0xFF_FFFF);
     b.put_u8((timestamp >> 24) as u8);
-    put_u24(&mut b, 0);
+    put_u24(b, 0);
     b.put_slice(data);
     b.put_u32(TAG_HEADER_LEN as u32 + len);
-    Ok(b.freeze())
 }
 
 fn put_u24(b: &mut BytesMut, v: u32) {
@@ -253,6 +292,46 @@ mod tests {
                 0, 0, 0, 15 // previous tag size = 11 + 4
             ]
         );
+    }
+
+    #[test]
+    fn the_arena_encodes_like_encode_tag_and_shares_blocks() {
+        let mut arena = TagArena::default();
+        let data: Vec<u8> = (0..=255u8).cycle().take(20_000).collect();
+        let mut tags = Vec::new();
+        for (i, kind) in [TagKind::Video, TagKind::Audio, TagKind::Script]
+            .into_iter()
+            .cycle()
+            .take(12)
+            .enumerate()
+        {
+            let ts = 1000 * i as u32 + (1 << 24);
+            let encoded = arena
+                .encode(kind, ts, &data[..1000 * (i + 1)])
+                .expect("encode");
+            let expected = encode_tag(kind, ts, &data[..1000 * (i + 1)]).expect("encode");
+            assert_eq!(encoded, expected);
+            tags.push(encoded);
+        }
+        // A tag larger than a block gets its own.
+        let big = vec![7u8; TagArena::BLOCK * 2];
+        let encoded = arena.encode(TagKind::Video, 5, &big).expect("encode");
+        assert_eq!(
+            encoded,
+            encode_tag(TagKind::Video, 5, &big).expect("encode")
+        );
+        // Earlier tags are untouched by later writes.
+        for (i, tag) in tags.iter().enumerate() {
+            assert_eq!(
+                &tag[TAG_HEADER_LEN..TAG_HEADER_LEN + 1000 * (i + 1)],
+                &data[..1000 * (i + 1)]
+            );
+        }
+        let too_big = vec![0u8; MAX_TAG_DATA_LEN + 1];
+        assert!(matches!(
+            arena.encode(TagKind::Video, 0, &too_big),
+            Err(FlvError::TagTooLarge { .. })
+        ));
     }
 
     #[test]

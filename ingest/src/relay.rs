@@ -71,6 +71,8 @@ struct State {
     gop: Vec<Tag>,
     gop_bytes: usize,
     subscribers: Vec<Arc<Queue>>,
+    /// Where tags are encoded.
+    arena: flv::TagArena,
 }
 
 /// The relay of one stream. Shared by the publisher's connection (writer) and subscribers.
@@ -160,17 +162,17 @@ impl Relay {
         if data.is_empty() {
             return;
         }
-        let encoded = match flv::encode_tag(kind, timestamp, data) {
+        let mut st = self.state();
+        if st.closed {
+            return;
+        }
+        let encoded = match st.arena.encode(kind, timestamp, data) {
             Ok(encoded) => encoded,
             Err(err) => {
                 tracing::warn!(stream_id = %self.stream_id, %err, "tag dropped");
                 return;
             }
         };
-        let mut st = self.state();
-        if st.closed {
-            return;
-        }
         match kind {
             TagKind::Video => st.has_video = true,
             TagKind::Audio => st.has_audio = true,
@@ -185,7 +187,9 @@ impl Relay {
             config,
         };
         if config {
-            let data = tag.data();
+            // A copy: the configuration is kept for the stream's life and would keep its
+            // whole arena block alive.
+            let data = Bytes::copy_from_slice(&tag.data());
             match kind {
                 TagKind::Video => st.video_config = Some(data),
                 _ => st.audio_config = Some(data),
@@ -477,8 +481,10 @@ impl Subscriber {
             Phase::Live => {
                 if tag.config {
                     match tag.kind {
-                        TagKind::Video => self.sent_video_config = Some(tag.data()),
-                        _ => self.sent_audio_config = Some(tag.data()),
+                        TagKind::Video => {
+                            self.sent_video_config = Some(Bytes::copy_from_slice(&tag.data()))
+                        }
+                        _ => self.sent_audio_config = Some(Bytes::copy_from_slice(&tag.data())),
                     }
                 }
                 self.pending.push_back(tag.encoded);

@@ -281,8 +281,12 @@ impl Ingest {
         backend: &Backend,
         extra_env: &[(String, String)],
         wrapper: Option<&str>,
+        program: Option<&Path>,
     ) -> anyhow::Result<Ingest> {
-        let program = bins.path("ingest")?;
+        let program = match program {
+            Some(p) => p.to_owned(),
+            None => bins.path("ingest")?,
+        };
         let rtmp_port = free_port()?;
         let http_port = free_port()?;
         let mut env: Vec<(&str, String)> = vec![

@@ -331,7 +331,10 @@ struct Connection<'a, S> {
 /// What woke the main loop.
 enum Wake {
     Cancelled,
-    Read(Result<Result<usize, io::Error>, tokio::time::error::Elapsed>),
+    Read(Result<usize, io::Error>),
+    /// The idle timer fired: nothing was read for the read limit, unless a read since it was
+    /// armed pushed the deadline on (then it is armed again).
+    IdleTimer,
     Decided(Result<Decision, JoinError>),
     NotPublishing,
 }
@@ -373,36 +376,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
 
         let decision_limit = self.inner.config.publish_decision_timeout;
+        // While the coordinator decides, a client legitimately sends nothing; the decision
+        // (a wait for the previous publisher's end, then the call) is bounded by itself.
+        let read_limit = |publish: &Publish| match publish {
+            Publish::Deciding(_) => idle + decision_limit * 2,
+            _ => idle,
+        };
+        // One cancellation future and one idle timer for the whole connection, not one of each
+        // per read: a publisher's connection does a read per media message, and registering
+        // and removing a timer and a cancellation waiter every time was a visible part of the
+        // relay's CPU. A read only notes its time; when the timer fires, it is armed again
+        // for the deadline that follows from the last read.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let mut last_read = Instant::now();
+        let idle_timer = tokio::time::sleep_until(last_read + read_limit(self.publish));
+        tokio::pin!(idle_timer);
         loop {
-            // While the coordinator decides, a client legitimately sends nothing; the decision
-            // (a wait for the previous publisher's end, then the call) is bounded by itself.
-            let read_limit = match self.publish {
-                Publish::Deciding(_) => idle + decision_limit * 2,
-                _ => idle,
-            };
             let wake = {
-                let read = timeout(read_limit, self.socket.read(&mut self.buf));
                 let publish_wake = publish_wake(self.publish, idle);
                 tokio::select! {
-                    _ = cancel.cancelled() => Wake::Cancelled,
-                    read = read => Wake::Read(read),
+                    biased;
+                    _ = &mut cancelled => Wake::Cancelled,
                     wake = publish_wake => wake,
+                    read = self.socket.read(&mut self.buf) => Wake::Read(read),
+                    () = &mut idle_timer => Wake::IdleTimer,
                 }
             };
             let flow = match wake {
                 Wake::Cancelled => return Ok(Exit::Killed),
                 Wake::NotPublishing => return Err(ConnectionError::NotPublishing(idle)),
-                Wake::Read(Err(_)) => return Err(ConnectionError::Idle(read_limit)),
-                Wake::Read(Ok(Err(err))) => return Err(err.into()),
-                Wake::Read(Ok(Ok(0))) => return Ok(Exit::PeerClosed),
-                Wake::Read(Ok(Ok(n))) => {
+                Wake::IdleTimer => {
+                    let limit = read_limit(self.publish);
+                    let deadline = last_read + limit;
+                    if Instant::now() >= deadline {
+                        return Err(ConnectionError::Idle(limit));
+                    }
+                    idle_timer.as_mut().reset(deadline);
+                    Flow::Continue
+                }
+                Wake::Read(Err(err)) => return Err(err.into()),
+                Wake::Read(Ok(0)) => return Ok(Exit::PeerClosed),
+                Wake::Read(Ok(n)) => {
+                    last_read = Instant::now();
                     self.bytes.fetch_add(n as u64, Ordering::Relaxed);
                     let buf = std::mem::take(&mut self.buf);
                     let results = self.feed(&buf[..n]);
                     self.buf = buf;
                     self.process(results?).await?
                 }
-                Wake::Decided(decision) => self.on_decision(decision).await?,
+                Wake::Decided(decision) => {
+                    let flow = self.on_decision(decision).await?;
+                    // The read limit may have become shorter: the timer fires at the new
+                    // deadline if nothing is read before.
+                    idle_timer
+                        .as_mut()
+                        .reset(last_read + read_limit(self.publish));
+                    flow
+                }
             };
             self.flush().await?;
             if let Flow::Close(exit) = flow {
