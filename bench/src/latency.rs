@@ -74,11 +74,11 @@ pub struct Options {
     #[arg(long, default_value_t = 5)]
     poll_ms: u64,
     /// Seconds of glass-to-glass samples per player session, from the first decoded frame.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 6)]
     seconds: u64,
-    /// Player sessions per hls.js configuration (each starts at its own point of the playlist
-    /// reload cycle, which sets its latency).
-    #[arg(long, default_value_t = 3)]
+    /// Player sessions per hls.js configuration: each starts at its own point of the playlist
+    /// reload cycle, which sets its latency for good (up to a segment apart between sessions).
+    #[arg(long, default_value_t = 5)]
     sessions: usize,
     /// hls.js configurations played, one JSON object each (`{}` = hls.js defaults).
     #[arg(long = "hls-config", default_values = ["{}", r#"{"liveSyncDurationCount":1}"#])]

@@ -233,6 +233,8 @@ pub async fn run(
         segments_dir,
         stop_tracking.clone(),
     ));
+    // The tracker stops on every way out of this function, errors included.
+    let stop_tracking = stop_tracking.drop_guard();
 
     let mut rows = Vec::new();
     let mut raw = format!(
@@ -314,7 +316,7 @@ pub async fn run(
         ));
     }
     raw.push_str(&playlists_summary(&named_urls).await);
-    stop_tracking.cancel();
+    drop(stop_tracking);
     let tracked = tracker.await.unwrap_or_default();
     drop(publisher);
     if let Err(err) = wait_closed(app, &first.stream_id, Duration::from_secs(30)).await {
