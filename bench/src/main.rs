@@ -70,7 +70,9 @@ async fn all(bins: &common::Bins) -> anyhow::Result<()> {
         println!(
             "Machine: {}; load before the run: {}\n",
             common::machine(),
-            std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
         );
     }
     let mut failed = Vec::new();
