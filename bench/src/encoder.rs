@@ -273,6 +273,7 @@ fn bare_args(
         preview: None,
         letterbox: false,
         passthrough: copy.then_some(Passthrough { copy_audio: true }),
+        low_latency: false,
     });
     if let Some(i) = argv.iter().position(|a| a == "pipe:0") {
         argv[i] = source.display().to_string();

@@ -58,6 +58,10 @@ pub struct EncoderConfig {
     /// `HLS_ORIGINAL_PASSTHROUGH`: remux the `ORIGINAL` rendition of an H.264 RTMP source with
     /// regular keyframes instead of encoding it (true); see [`crate::gop`].
     pub passthrough: bool,
+    /// `HLS_LOW_LATENCY`: encode for latency rather than compression (x264/x265
+    /// `-tune zerolatency`: no B-frames, no lookahead); by default when `HLS_TIME_SECONDS`
+    /// is 2 or less.
+    pub low_latency: bool,
 }
 
 impl Default for EncoderConfig {
@@ -80,6 +84,7 @@ impl Default for EncoderConfig {
             spool_max_bytes: crate::spool::DEFAULT_SPOOL_MAX_BYTES,
             cleanup_delay: crate::cleanup::DEFAULT_CLEANUP_DELAY,
             passthrough: true,
+            low_latency: false,
         }
     }
 }

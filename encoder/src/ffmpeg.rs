@@ -115,6 +115,8 @@ pub struct HlsJobParams<'a> {
     /// The `ORIGINAL` rendition is remuxed from the source instead of encoded (see
     /// [`crate::gop`]); the others get their keyframes where the source has them.
     pub passthrough: Option<Passthrough>,
+    /// `-tune zerolatency` (x264 and x265 only): no B-frames, no lookahead.
+    pub low_latency: bool,
 }
 
 /// How the `ORIGINAL` rendition is passed through.
@@ -289,6 +291,9 @@ pub fn build_args(p: &HlsJobParams<'_>) -> Vec<String> {
         "-force_key_frames:v",
         &keyframes,
     ]);
+    if p.low_latency && matches!(p.video_codec, "libx264" | "libx265") {
+        push(&["-tune:v", "zerolatency"]);
+    }
     if let Some(i) = copied {
         // The last -c matching a stream wins (ffmpeg warns that it saw several).
         push(&[&format!("-c:v:{i}"), "copy"]);
@@ -624,6 +629,7 @@ mod tests {
             preview: None,
             letterbox: false,
             passthrough: None,
+            low_latency: false,
         }
     }
 
@@ -805,6 +811,21 @@ mod tests {
         assert!(!text.contains("-filter_complex"), "{text}");
         assert!(text.contains("-map 0:v:0 -map 0:a:0 "), "{text}");
         assert!(!text.contains("-c:a:0 copy"), "{text}");
+    }
+
+    #[test]
+    fn low_latency_tunes_x264_only() {
+        let renditions = two_renditions();
+        let mut p = params(&renditions, true);
+        assert!(!build_args(&p).contains(&"zerolatency".to_owned()));
+        p.low_latency = true;
+        let text = build_args(&p).join(" ");
+        assert!(
+            text.contains("-force_key_frames:v expr:gte(t,n_forced*3) -tune:v zerolatency "),
+            "{text}"
+        );
+        p.video_codec = "h264_nvenc";
+        assert!(!build_args(&p).contains(&"zerolatency".to_owned()));
     }
 
     #[test]

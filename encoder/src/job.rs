@@ -741,6 +741,7 @@ async fn run_ffmpeg(
         passthrough: plan.cadence.map(|_| Passthrough {
             copy_audio: plan.copy_audio && plan.has_audio,
         }),
+        low_latency: config.low_latency,
     });
     let (feed, input) = mpsc::channel(FEED_QUEUE);
     let mut process = FfmpegProcess::spawn(&config.ffmpeg_path, &args, input)?;

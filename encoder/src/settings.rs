@@ -73,7 +73,14 @@ pub struct EncoderArgs {
     /// interval fitting the segment duration, instead of encoding it (false: always encode).
     #[arg(long, env = "HLS_ORIGINAL_PASSTHROUGH", default_value = "true", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
     pub hls_original_passthrough: bool,
+    /// Encode for latency rather than compression (x264/x265 `-tune zerolatency`: no B-frames,
+    /// no lookahead; ~0.6 s less from capture to segment); default: when HLS_TIME_SECONDS <= 2.
+    #[arg(long, env = "HLS_LOW_LATENCY", action = clap::ArgAction::Set, value_parser = contract::settings::parse_bool)]
+    pub hls_low_latency: Option<bool>,
 }
+
+/// Segments this short ask for low latency unless `HLS_LOW_LATENCY` says otherwise.
+pub const LOW_LATENCY_SEGMENT_SECONDS: f64 = 2.0;
 
 impl EncoderArgs {
     pub fn to_config(&self, node_id: &str) -> EncoderConfig {
@@ -96,6 +103,9 @@ impl EncoderArgs {
             spool_max_bytes: self.hls_spool_max_bytes,
             cleanup_delay: Duration::from_secs(self.hls_cleanup_delay_seconds),
             passthrough: self.hls_original_passthrough,
+            low_latency: self
+                .hls_low_latency
+                .unwrap_or(self.hls_time_seconds <= LOW_LATENCY_SEGMENT_SECONDS),
         }
     }
 }
@@ -215,6 +225,17 @@ mod tests {
 
     fn parse(args: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("test").chain(args.iter().copied())).expect("parse")
+    }
+
+    #[test]
+    fn short_segments_ask_for_low_latency_unless_told_otherwise() {
+        let config = |args: &[&str]| parse(args).encoder.to_config("e");
+        assert!(!config(&[]).low_latency);
+        assert!(config(&[]).passthrough);
+        assert!(config(&["--hls-time-seconds", "2"]).low_latency);
+        assert!(!config(&["--hls-time-seconds", "1", "--hls-low-latency", "false"]).low_latency);
+        assert!(config(&["--hls-low-latency", "true"]).low_latency);
+        assert!(!config(&["--hls-original-passthrough", "false"]).passthrough);
     }
 
     #[test]
