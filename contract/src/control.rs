@@ -290,6 +290,27 @@ mod tests {
     }
 
     #[test]
+    fn float_fields_survive_every_hop_unchanged() {
+        // Found by fuzzing: without serde_json's exact float parsing, the shortest decimal
+        // form of this start time parsed back one ulp off.
+        let event = EncoderEvent::Available {
+            stream_id: StreamId::generate(),
+            channel: "demo".into(),
+            stream_type: StreamType::HlsVod,
+            resolution: "640x360-30".into(),
+            index_file: "hls/demo/x/640x360-30/vod-1.m3u8".into(),
+            master_index_file: None,
+            start_time: Some(29.555555555555546),
+        };
+        let json = serde_json::to_string(&event).expect("serialize");
+        assert!(json.contains("29.555555555555546"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<EncoderEvent>(&json).ok(),
+            Some(event)
+        );
+    }
+
+    #[test]
     fn a_message_with_a_bad_stream_id_is_refused() {
         let json = r#"{"type":"stop","stream_id":"../../etc"}"#;
         assert!(serde_json::from_str::<EncoderCommand>(json).is_err());
