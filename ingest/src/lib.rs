@@ -6,8 +6,9 @@
 //! - [`config`]: [`IngestConfig`], the node's settings and their defaults.
 //! - `rtmp`: the accept loop and the per-connection state machine over `rml_rtmp`'s sans-IO
 //!   handshake and `ServerSession` (the only module that touches sockets), with the hand-made
-//!   replies to the OBS commands `rml_rtmp` leaves unanswered. The same code serves RTMPS over
-//!   a TLS stream.
+//!   replies to the OBS commands `rml_rtmp` leaves unanswered, and a lean chunk reader that
+//!   takes over the input once a publish is live (media to the relay without per-message
+//!   allocations). The same code serves RTMPS over a TLS stream.
 //! - [`tls`]: [`TlsCert`], the RTMPS certificate and key, reloaded when their files change.
 //! - [`ws`]: the WebSocket publish server ([`ws::WsServer`], settings [`ws::WsArgs`]).
 //! - `publish`: the publish lifecycle both servers share (channel reservation, decision, the

@@ -10,11 +10,19 @@
 //! `NetStream.Publish.BadName` or `.BadConnection`, then a FIN, and the socket is closed as
 //! soon as the peer closes (or after a short grace).
 //!
+//! Once the publish is live, the session hands over to a lean chunk reader (`chunks`) that
+//! has followed the input from the start: media goes from the read buffer to the relay
+//! without the session's per-message allocations, `@setDataFrame`, `FCUnpublish`,
+//! `deleteStream` / `closeStream` are handled here, and acknowledgements are sent at the
+//! window the peer asked for. After the end of that publish the connection takes no other
+//! publish (a second one is refused and the connection closed); a publisher reconnects.
+//!
 //! `rml_rtmp` may panic on some malformed input (unchecked arithmetic on header fields), so
 //! every call that parses peer bytes runs under `catch_unwind`: the offending connection is
 //! closed with a warning and nothing else is affected. (The default panic hook still prints
 //! the panic message to stderr; a library must not replace the process's hook.)
 
+mod chunks;
 mod reply;
 
 use std::io;
@@ -26,9 +34,11 @@ use std::time::{Duration, SystemTime};
 
 use contract::control::{PublishGrant, PublishRefusal, PublishRequest, SourceKind};
 use contract::validate_id;
+use rml_amf0::Amf0Value;
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
+    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent,
+    ServerSessionResult, StreamMetadata,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -71,6 +81,8 @@ pub(crate) enum ConnectionError {
     NotPublishing(Duration),
     #[error("the peer did not read for {0:?}")]
     WriteTimeout(Duration),
+    #[error("RTMP chunk error: {0}")]
+    Chunks(#[from] chunks::ChunkError),
 }
 
 /// How a connection ended without an error.
@@ -231,6 +243,8 @@ pub(crate) async fn handle_connection<S: AsyncRead + AsyncWrite + Unpin + Send>(
             buf: vec![0; READ_BUFFER],
             out: Vec::new(),
             session: None,
+            reader: Some(chunks::ChunkReader::default()),
+            live_path: false,
             publish: &mut publish,
         };
         conn.run(&cancel, &shutdown).await
@@ -325,6 +339,11 @@ struct Connection<'a, S> {
     /// Bytes to send, in order (session packets and our replies).
     out: Vec<u8>,
     session: Option<ServerSession>,
+    /// Reads every byte alongside the session until the publish is live, then instead of it
+    /// (`live_path`); `None` if it found the input malformed (the session then stays).
+    reader: Option<chunks::ChunkReader>,
+    /// The session has handed over to `reader`: it sees no more input and sends nothing.
+    live_path: bool,
     publish: &'a mut Publish,
 }
 
@@ -420,10 +439,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 Wake::Read(Ok(n)) => {
                     last_read = Instant::now();
                     self.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    let buf = std::mem::take(&mut self.buf);
-                    let results = self.feed(&buf[..n]);
-                    self.buf = buf;
-                    self.process(results?).await?
+                    if self.live_path {
+                        self.feed_live(n).await?
+                    } else {
+                        let buf = std::mem::take(&mut self.buf);
+                        let results = self.feed(&buf[..n]);
+                        self.buf = buf;
+                        self.process(results?).await?
+                    }
                 }
                 Wake::Decided(decision) => {
                     let flow = self.on_decision(decision).await?;
@@ -488,8 +511,94 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     }
 
     fn feed(&mut self, input: &[u8]) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+        if let Some(reader) = &mut self.reader {
+            // Only its state matters until the publish is live.
+            if let Err(err) = reader.push(input, |_| {}) {
+                debug!(%err, "the live-path chunk reader gave up; the session goes on alone");
+                self.reader = None;
+            }
+        }
         let session = self.session()?;
         Ok(guarded("chunk parser", || session.handle_input(input))??)
+    }
+
+    /// Input once the publish is live (`live_path`): media straight to the relay, the few
+    /// commands that matter then answered here.
+    async fn feed_live(&mut self, n: usize) -> Result<Flow, ConnectionError> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Err(ConnectionError::ParserPanic("live path without its reader"));
+        };
+        let relay = match &*self.publish {
+            Publish::Live(guard) => guard.relay.flv(),
+            _ => None,
+        };
+        let mut commands: Vec<LiveCommand> = Vec::new();
+        reader
+            .push(&self.buf[..n], |m| match m.type_id {
+                VIDEO => {
+                    if let Some(relay) = relay {
+                        relay.push_video(m.timestamp, m.payload);
+                    }
+                }
+                AUDIO => {
+                    if let Some(relay) = relay {
+                        relay.push_audio(m.timestamp, m.payload);
+                    }
+                }
+                AMF0_DATA => {
+                    if let (Some(relay), Some(metadata)) = (relay, metadata(m.payload)) {
+                        relay.set_metadata(&metadata);
+                    }
+                }
+                AMF0_COMMAND => {
+                    if let Some(command) = LiveCommand::parse(m.payload, m.stream_id) {
+                        commands.push(command);
+                    }
+                }
+                _ => {}
+            })
+            .map_err(ConnectionError::Chunks)?;
+        if let Some(sequence) = reader.take_ack() {
+            self.out
+                .extend_from_slice(&chunks::acknowledgement(sequence));
+        }
+        for command in commands {
+            match command {
+                LiveCommand::FcUnpublish { transaction_id } => {
+                    self.queue_reply(reply::notification(
+                        "onFCUnpublish",
+                        "NetStream.Unpublish.Success",
+                        "FCUnpublish",
+                    ));
+                    self.queue_reply(reply::result(transaction_id));
+                    self.end_publish(EndReason::Unpublished).await;
+                }
+                LiveCommand::DeleteStream => self.end_publish(EndReason::Unpublished).await,
+                LiveCommand::Publish { stream_id } => {
+                    // While live, as before: the second request is refused, the first
+                    // publish goes on. After its end, the session that could take a new
+                    // publish has handed over: refused, and the connection closed.
+                    let live = matches!(self.publish, Publish::Live(_));
+                    info!(
+                        live,
+                        "another publish on a connection that published already refused"
+                    );
+                    self.queue_reply(reply::command(
+                        stream_id,
+                        &[
+                            Amf0Value::Utf8String("onStatus".into()),
+                            Amf0Value::Number(0.0),
+                            Amf0Value::Null,
+                            reply_status("error", BAD_NAME, "one publish per connection"),
+                        ],
+                    ));
+                    if !live {
+                        return Ok(Flow::Close(Exit::Refused));
+                    }
+                }
+            }
+        }
+        Ok(Flow::Continue)
     }
 
     async fn flush(&mut self) -> Result<(), ConnectionError> {
@@ -798,6 +907,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 self.queue(packets);
                 info!(encoder_id = %grant.encoder_id, "publish started");
                 *self.publish = Publish::Live(guard);
+                // From here on the lean reader takes the input (when it could follow).
+                self.live_path = self.reader.is_some();
                 Ok(Flow::Continue)
             }
             Err(err) => {
@@ -829,6 +940,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
         }
     }
+}
+
+const AUDIO: u8 = 8;
+const VIDEO: u8 = 9;
+const AMF0_DATA: u8 = 18;
+const AMF0_COMMAND: u8 = 20;
+
+/// The commands a live publisher may send that matter.
+#[derive(Debug, Clone, PartialEq)]
+enum LiveCommand {
+    FcUnpublish { transaction_id: f64 },
+    DeleteStream,
+    Publish { stream_id: u32 },
+}
+
+impl LiveCommand {
+    fn parse(payload: &[u8], stream_id: u32) -> Option<LiveCommand> {
+        let mut values = rml_amf0::deserialize(&mut &payload[..]).ok()?.into_iter();
+        let name = values.next()?.get_string()?;
+        let transaction_id = values.next().and_then(|v| v.get_number()).unwrap_or(0.0);
+        match name.as_str() {
+            "FCUnpublish" => Some(LiveCommand::FcUnpublish { transaction_id }),
+            "deleteStream" | "closeStream" => Some(LiveCommand::DeleteStream),
+            "publish" => Some(LiveCommand::Publish { stream_id }),
+            other => {
+                debug!(command = other, "RTMP command ignored");
+                None
+            }
+        }
+    }
+}
+
+/// `onMetaData` from an AMF0 data message (`@setDataFrame`, `onMetaData`, properties), as
+/// `rml_rtmp`'s session reads it.
+fn metadata(payload: &[u8]) -> Option<StreamMetadata> {
+    let values = rml_amf0::deserialize(&mut &payload[..]).ok()?;
+    let mut values = values.into_iter();
+    if values.next()?.get_string()? != "@setDataFrame" {
+        return None;
+    }
+    if values.next()?.get_string()? != "onMetaData" {
+        return None;
+    }
+    let mut metadata = StreamMetadata::new();
+    metadata.apply_metadata_values(values.next()?.get_object_properties()?);
+    Some(metadata)
+}
+
+/// An `onStatus` information object.
+fn reply_status(level: &str, code: &str, description: &str) -> Amf0Value {
+    let mut status = std::collections::HashMap::new();
+    status.insert("level".to_owned(), Amf0Value::Utf8String(level.into()));
+    status.insert("code".to_owned(), Amf0Value::Utf8String(code.into()));
+    status.insert(
+        "description".to_owned(),
+        Amf0Value::Utf8String(description.into()),
+    );
+    Amf0Value::Object(status)
 }
 
 /// Waits for what the publish state can produce: the decision, or the end of the time a
@@ -867,6 +1036,66 @@ mod tests {
             refusal_code(&PublishRefusal::Unavailable("down".into())),
             BAD_CONNECTION
         );
+    }
+
+    #[test]
+    fn live_commands_and_metadata_are_read_from_amf0() {
+        let amf = |values: Vec<Amf0Value>| rml_amf0::serialize(&values).expect("amf0");
+        let s = |v: &str| Amf0Value::Utf8String(v.into());
+        let fc = amf(vec![
+            s("FCUnpublish"),
+            Amf0Value::Number(5.0),
+            Amf0Value::Null,
+        ]);
+        assert_eq!(
+            LiveCommand::parse(&fc, 0),
+            Some(LiveCommand::FcUnpublish {
+                transaction_id: 5.0
+            })
+        );
+        let delete = amf(vec![
+            s("deleteStream"),
+            Amf0Value::Number(0.0),
+            Amf0Value::Null,
+        ]);
+        assert_eq!(
+            LiveCommand::parse(&delete, 0),
+            Some(LiveCommand::DeleteStream)
+        );
+        let publish = amf(vec![s("publish"), Amf0Value::Number(6.0), Amf0Value::Null]);
+        assert_eq!(
+            LiveCommand::parse(&publish, 1),
+            Some(LiveCommand::Publish { stream_id: 1 })
+        );
+        assert_eq!(LiveCommand::parse(&amf(vec![s("releaseStream")]), 0), None);
+        // The refusal of another publish fits one reply chunk.
+        assert!(reply::command(
+            1,
+            &[
+                s("onStatus"),
+                Amf0Value::Number(0.0),
+                Amf0Value::Null,
+                reply_status("error", BAD_NAME, "one publish per connection"),
+            ],
+        )
+        .is_some());
+        assert_eq!(LiveCommand::parse(&[0xFF, 0, 1], 0), None);
+
+        let mut props = std::collections::HashMap::new();
+        props.insert("width".to_owned(), Amf0Value::Number(1280.0));
+        props.insert("videocodecid".to_owned(), Amf0Value::Number(7.0));
+        props.insert("stereo".to_owned(), Amf0Value::Boolean(true));
+        let data = amf(vec![
+            s("@setDataFrame"),
+            s("onMetaData"),
+            Amf0Value::Object(props.clone()),
+        ]);
+        let m = metadata(&data).expect("metadata");
+        assert_eq!(m.video_width, Some(1280));
+        assert_eq!(m.video_codec_id, Some(7));
+        assert_eq!(m.audio_is_stereo, Some(true));
+        assert!(metadata(&amf(vec![s("onMetaData"), Amf0Value::Object(props)])).is_none());
+        assert!(metadata(&[1, 2, 3]).is_none());
     }
 
     #[test]
