@@ -540,8 +540,18 @@ fn summary(s: &Step) -> String {
     if let Some(e) = &s.error {
         return format!("FAILED: {e}");
     }
+    let cores = (s.cpu_s + s.client_cpu_s) / s.window_s;
+    let machine = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let saturation = if cores > 0.8 * machine || s.late_sends > 0 {
+        format!(
+            " [relay + client used {cores:.2} of {machine:.0} cores, {} sends more than 100 ms late: the machine or the client is near saturation]",
+            s.late_sends
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "CPU {:.2}% of a core per stream ({:.1}% total), RSS idle +{:.0} KiB/publisher, active +{:.0} KiB/stream, recv/sent {:.4}, lag p50 {:.0} ms max {:.0} ms, client CPU {:.0}%, publisher lateness max {:.0} ms{}",
+        "CPU {:.2}% of a core per stream ({:.1}% total), RSS idle +{:.0} KiB/publisher, active +{:.0} KiB/stream, recv/sent {:.4}, lag p50 {:.0} ms max {:.0} ms, client CPU {:.0}%, publisher lateness max {:.0} ms{}{saturation}",
         s.cpu_per_stream_pct(),
         s.cpu_s / s.window_s * 100.0,
         s.idle_kb_per_publisher(),
