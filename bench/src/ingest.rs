@@ -590,6 +590,20 @@ fn report(
     if let Some(f) = &args.file {
         cmd.push_str(&format!(" --file {}", f.display()));
     }
+    if args.relays != [RelayKind::Ours, RelayKind::Nginx] {
+        let relays: Vec<&str> = args
+            .relays
+            .iter()
+            .map(|r| match r {
+                RelayKind::Ours => "ours",
+                RelayKind::Nginx => "nginx",
+            })
+            .collect();
+        cmd.push_str(&format!(" --relays {}", relays.join(",")));
+    }
+    if args.keep_going {
+        cmd.push_str(" --keep-going");
+    }
     for (k, v) in &args.ingest_env {
         cmd.push_str(&format!(" --ingest-env {k}={v}"));
     }
