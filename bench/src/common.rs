@@ -77,7 +77,7 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Clock ticks per second for /proc/<pid>/stat (USER_HZ: 100 on Linux).
+/// Clock ticks per second for `/proc/<pid>/stat` (USER_HZ: 100 on Linux).
 const TICKS: f64 = 100.0;
 
 /// CPU seconds (user + system) used so far by a process and every live descendant, read from
@@ -131,7 +131,7 @@ pub fn tree_pids(root: u32) -> Vec<u32> {
     out
 }
 
-/// /proc/<pid>/stat fields after the command name: index 0 is the state (field 3).
+/// `/proc/<pid>/stat` fields after the command name: index 0 is the state (field 3).
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = s.rsplit_once(')')?.1;
