@@ -102,7 +102,7 @@ impl ContainerRelay {
             self.clear_gop(&mut st);
         }
         if start || !st.gop.is_empty() {
-            if st.gop_bytes + bytes.len() > self.config.gop_cache_max_bytes {
+            if st.gop_bytes + cost(&bytes) > self.config.gop_cache_max_bytes {
                 self.clear_gop(&mut st);
                 self.gop_overflows.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -111,8 +111,8 @@ impl ContainerRelay {
                     "keyframe interval larger than the cache bound; new subscribers wait for the next keyframe"
                 );
             } else {
-                st.gop_bytes += bytes.len();
-                self.gauges.cached.add(bytes.len());
+                st.gop_bytes += cost(&bytes);
+                self.gauges.cached.add(cost(&bytes));
                 st.gop.push(bytes.clone());
             }
         }
@@ -122,7 +122,7 @@ impl ContainerRelay {
             let mut q = queue.lock();
             match q.phase {
                 Phase::Live => {
-                    if q.bytes + bytes.len() > self.config.queue_max_bytes {
+                    if q.bytes + cost(&bytes) > self.config.queue_max_bytes {
                         q.phase = Phase::Resyncing;
                         self.lag_skips.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
@@ -142,7 +142,7 @@ impl ContainerRelay {
                     q.phase = Phase::Live;
                 }
                 Phase::Resyncing
-                    if start && q.bytes + bytes.len() <= self.config.queue_max_bytes =>
+                    if start && q.bytes + cost(&bytes) <= self.config.queue_max_bytes =>
                 {
                     q.push(bytes.clone(), &self.gauges);
                     q.phase = Phase::Live;
@@ -254,6 +254,15 @@ struct Queue {
     gauges: RelayGauges,
 }
 
+/// What a queued or cached piece is counted as against the byte bounds: its data plus a fixed
+/// cost for the piece itself (its `Bytes` handle, its allocation, its slot), so a publisher
+/// sending tiny messages cannot make a bounded queue hold millions of pieces.
+const PIECE_COST: usize = 64;
+
+fn cost(bytes: &Bytes) -> usize {
+    bytes.len() + PIECE_COST
+}
+
 #[derive(Default)]
 struct QueueState {
     pieces: VecDeque<Bytes>,
@@ -264,8 +273,8 @@ struct QueueState {
 
 impl QueueState {
     fn push(&mut self, bytes: Bytes, gauges: &RelayGauges) {
-        self.bytes += bytes.len();
-        gauges.queued.add(bytes.len());
+        self.bytes += cost(&bytes);
+        gauges.queued.add(cost(&bytes));
         self.pieces.push_back(bytes);
     }
 }
@@ -300,8 +309,8 @@ impl Reader {
             {
                 let mut q = self.queue.lock();
                 if let Some(bytes) = q.pieces.pop_front() {
-                    q.bytes -= bytes.len();
-                    self.queue.gauges.queued.sub(bytes.len());
+                    q.bytes -= cost(&bytes);
+                    self.queue.gauges.queued.sub(cost(&bytes));
                     return Some(bytes);
                 }
                 if q.closed {
@@ -373,26 +382,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_lagging_subscriber_is_bounded_in_bytes_and_resumes_at_the_next_start() {
-        let relay = relay(1 << 20, 100);
+        // Room for H, k and two x, then (once the third x was skipped) for K and y.
+        let bound = 426 + 6 * PIECE_COST + 20;
+        let relay = relay(1 << 20, bound);
         relay.set_header(Format::WebM, Bytes::from_static(b"H"));
         let sub = relay.subscribe().expect("open");
         relay.push(Bytes::from(vec![b'k'; 10]), true);
         for _ in 0..50 {
-            relay.push(Bytes::from(vec![b'x'; 30]), false);
+            relay.push(Bytes::from(vec![b'x'; 200]), false);
         }
         relay.push(Bytes::from(vec![b'K'; 10]), true);
         relay.push(Bytes::from(vec![b'y'; 5]), false);
         relay.close();
         let got = collect(sub).await;
         assert_eq!(relay.lag_skips(), 1);
-        assert!(got.len() <= 100 + 15, "bounded: {} bytes", got.len());
+        assert!(got.len() <= bound + 15, "bounded: {} bytes", got.len());
         assert!(got.ends_with(b"KKKKKKKKKKyyyyy"));
         assert!(got.starts_with(b"Hkkkkkkkkkk"));
     }
 
     #[tokio::test]
     async fn the_cache_is_bounded_and_refills_at_the_next_start() {
-        let relay = relay(20, 1 << 20);
+        let relay = relay(20 + 2 * PIECE_COST, 1 << 20);
         relay.set_header(Format::WebM, Bytes::from_static(b"H|"));
         relay.push(Bytes::from_static(b"K1|"), true);
         relay.push(Bytes::from(vec![b'x'; 30]), false);
@@ -413,7 +424,7 @@ mod tests {
             StreamId::generate(),
             ContainerRelayConfig {
                 gop_cache_max_bytes: 1 << 20,
-                queue_max_bytes: 100,
+                queue_max_bytes: 300,
             },
             gauges.clone(),
         );
@@ -423,13 +434,29 @@ mod tests {
         for _ in 0..50 {
             relay.push(Bytes::from(vec![b'x'; 30]), false);
         }
-        assert!(gauges.queued.get() <= 100, "{}", gauges.queued.get());
+        assert!(gauges.queued.get() <= 300, "{}", gauges.queued.get());
         assert_eq!(gauges.queued.get(), relay.queued_bytes());
-        assert_eq!(gauges.cached.get(), 10 + 50 * 30);
+        // Every piece counts its data and its fixed cost.
+        assert_eq!(gauges.cached.get(), 10 + 50 * 30 + 51 * PIECE_COST);
         relay.close();
         assert_eq!(gauges.cached.get(), 0);
         let _ = collect(sub).await;
         assert_eq!(gauges.queued.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn tiny_pieces_are_bounded_by_their_count_too() {
+        // 1-byte messages: without a cost per piece a 6400-byte bound would hold 6400 of them.
+        let relay = relay(1 << 20, 100 * (1 + PIECE_COST));
+        let sub = relay.subscribe().expect("open");
+        relay.push(Bytes::from_static(b"K"), true);
+        for _ in 0..10_000 {
+            relay.push(Bytes::from_static(b"x"), false);
+        }
+        assert!(relay.queued_bytes() <= 100 * (1 + PIECE_COST));
+        assert_eq!(relay.lag_skips(), 1);
+        relay.close();
+        assert!(collect(sub).await.len() <= 100);
     }
 
     #[tokio::test]
