@@ -143,6 +143,10 @@ def rtmp_connection():
     }
     for name, data in seeds.items():
         write("rtmp_connection", name, data)
+    # The lean chunk reader: the same chunk stream, raw, in reads of various sizes.
+    for name, reads in {"one-read": [0], "1-byte-reads": [1], "mixed-reads": [7, 128, 4096, 3]}.items():
+        write("rtmp_chunks", f"ffmpeg-{name}",
+              bytes([0, len(reads)]) + b"".join(struct.pack(">H", r) for r in reads) + chunks)
 
 
 # --- WebSocket -----------------------------------------------------------------------------

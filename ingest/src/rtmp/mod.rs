@@ -22,7 +22,7 @@
 //! closed with a warning and nothing else is affected. (The default panic hook still prints
 //! the panic message to stderr; a library must not replace the process's hook.)
 
-mod chunks;
+pub(crate) mod chunks;
 mod reply;
 
 use std::io;
