@@ -232,7 +232,10 @@ impl ChunkReader {
         }
         match fmt {
             0 => {
-                st.delta = 0;
+                // "If a Type 3 chunk follows a Type 0 chunk, then the timestamp delta for this
+                // Type 3 chunk is the same as the timestamp of the Type 0 chunk" (RTMP 1.0,
+                // 5.3.1.2.4), as rml_rtmp and ffmpeg read and write it.
+                st.delta = time;
                 st.timestamp = time;
             }
             1 | 2 => st.delta = time,
@@ -422,6 +425,46 @@ mod tests {
             let mut reader = ChunkReader::default();
             assert_eq!(read_all(&mut reader, &wire, step), expected, "step {step}");
         }
+    }
+
+    /// Found by fuzzing against rml_rtmp's serializer: a message with a type 3 header right
+    /// after a type 0 one is at the type 0's timestamp plus that timestamp, not at the same
+    /// time (ffmpeg writes this when the second delta equals the first timestamp).
+    #[test]
+    fn a_type_3_message_after_a_type_0_one_repeats_its_timestamp_as_delta() {
+        let mut serializer = ChunkSerializer::new();
+        let mut wire = Vec::new();
+        for ts in [40, 80, 120] {
+            wire.extend(
+                serializer
+                    .serialize(&payload(8, 1, ts, vec![0xAF, 1, 7]), false, false)
+                    .expect("serialize")
+                    .bytes,
+            );
+        }
+        // 12 + 3 bytes, then 1 + 3 bytes twice.
+        assert_eq!(wire.len(), 23);
+        assert_eq!(wire[0] >> 6, 0, "a type 0 header first");
+        assert_eq!(
+            (wire[15] >> 6, wire[19] >> 6),
+            (3, 3),
+            "then type 3 headers"
+        );
+        let mut reader = ChunkReader::default();
+        let times: Vec<u32> = read_all(&mut reader, &wire, wire.len())
+            .iter()
+            .map(|m| m.2)
+            .collect();
+        assert_eq!(times, [40, 80, 120]);
+        // And what rml_rtmp's own reader (the session's, before the switch) makes of it.
+        let mut deserializer = rml_rtmp::chunk_io::ChunkDeserializer::new();
+        let mut rml_times = Vec::new();
+        let mut input = &wire[..];
+        while let Ok(Some(message)) = deserializer.get_next_message(input) {
+            rml_times.push(message.timestamp.value);
+            input = &[];
+        }
+        assert_eq!(rml_times, [40, 80, 120]);
     }
 
     #[test]
